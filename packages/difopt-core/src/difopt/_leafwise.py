@@ -1,0 +1,174 @@
+"""Element-wise arithmetic on flat lists of tensors (the leaves of a pytree).
+
+Every transformation works on the flattened leaves of its pytree. Outside of ``torch.func``
+transforms the lists go through ``torch._foreach_*`` kernels (one dispatch for the whole list,
+differentiable), inside ``vmap``/``grad`` (which have no batching rule for them) through a
+per-tensor loop. Functions ending in ``_`` write into their first argument; the others
+return fresh tensors and never modify their inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, Union
+
+import optree
+import torch
+
+from difopt.pytree import NAMESPACE
+
+Tensors = Sequence[torch.Tensor]
+Scalar = Union[float, int, torch.Tensor]
+
+
+def foreach_ok(xs: Tensors) -> bool:
+    """Whether the ``torch._foreach_*`` kernels may be used for ``xs``."""
+    return len(xs) > 0 and not torch._C._are_functorch_transforms_active()
+
+
+def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
+    return optree.tree_flatten(tree, namespace=NAMESPACE)
+
+
+def leaves(tree: Any) -> list[Any]:
+    return optree.tree_leaves(tree, namespace=NAMESPACE)
+
+
+def unflatten(spec: optree.PyTreeSpec, xs: Sequence[Any]) -> Any:
+    return optree.tree_unflatten(spec, xs)
+
+
+def zeros_like(xs: Tensors, requires_grad: bool = False) -> list[torch.Tensor]:
+    return [torch.zeros_like(x).requires_grad_(requires_grad) for x in xs]
+
+
+def full_like(xs: Tensors, value: float, requires_grad: bool = False) -> list[torch.Tensor]:
+    return [torch.full_like(x, value).requires_grad_(requires_grad) for x in xs]
+
+
+def mul(xs: Tensors, s: Scalar) -> list[torch.Tensor]:
+    if foreach_ok(xs):
+        return list(torch._foreach_mul(xs, s))
+    return [x * s for x in xs]
+
+
+def mul_(xs: Tensors, s: Scalar) -> Tensors:
+    if foreach_ok(xs):
+        torch._foreach_mul_(xs, s)
+    else:
+        for x in xs:
+            x.mul_(s)
+    return xs
+
+
+def mul_t(xs: Tensors, ys: Tensors) -> list[torch.Tensor]:
+    if foreach_ok(xs):
+        return list(torch._foreach_mul(xs, ys))
+    return [x * y for x, y in zip(xs, ys)]
+
+
+def add(xs: Tensors, ys: Tensors, alpha: Scalar = 1.0) -> list[torch.Tensor]:
+    """``xs + alpha * ys``."""
+    if foreach_ok(xs) and not torch.is_tensor(alpha):
+        return list(torch._foreach_add(xs, ys, alpha=alpha))
+    return [x + alpha * y for x, y in zip(xs, ys)]
+
+
+def add_(xs: Tensors, ys: Tensors, alpha: Scalar = 1.0) -> Tensors:
+    if foreach_ok(xs) and not torch.is_tensor(alpha):
+        torch._foreach_add_(xs, ys, alpha=alpha)
+    else:
+        for x, y in zip(xs, ys):
+            x.add_(alpha * y)
+    return xs
+
+
+def add_scalar_(xs: Tensors, s: Scalar) -> Tensors:
+    if foreach_ok(xs):
+        torch._foreach_add_(xs, s)
+    else:
+        for x in xs:
+            x.add_(s)
+    return xs
+
+
+def add_scalar(xs: Tensors, s: Scalar) -> list[torch.Tensor]:
+    if foreach_ok(xs):
+        return list(torch._foreach_add(xs, s))
+    return [x + s for x in xs]
+
+
+def neg(xs: Tensors) -> list[torch.Tensor]:
+    if foreach_ok(xs):
+        return list(torch._foreach_neg(xs))
+    return [-x for x in xs]
+
+
+def sqrt(xs: Tensors) -> list[torch.Tensor]:
+    if foreach_ok(xs):
+        return list(torch._foreach_sqrt(xs))
+    return [x.sqrt() for x in xs]
+
+
+def div(xs: Tensors, ys: Tensors) -> list[torch.Tensor]:
+    if foreach_ok(xs):
+        return list(torch._foreach_div(xs, ys))
+    return [x / y for x, y in zip(xs, ys)]
+
+
+def ema(ms: Tensors, xs: Tensors, decay: float, inplace: bool) -> Tensors:
+    """``decay * m + (1 - decay) * x``, written into ``ms`` when ``inplace``."""
+    if inplace:
+        if foreach_ok(ms):
+            torch._foreach_lerp_(ms, xs, 1.0 - decay)
+        else:
+            for m, x in zip(ms, xs):
+                m.lerp_(x, 1.0 - decay)
+        return ms
+    if foreach_ok(ms):
+        return list(torch._foreach_lerp(ms, xs, 1.0 - decay))
+    return [m.lerp(x, 1.0 - decay) for m, x in zip(ms, xs)]
+
+
+def ema_sq(vs: Tensors, xs: Tensors, decay: float, inplace: bool) -> Tensors:
+    """``decay * v + (1 - decay) * x * x``, written into ``vs`` when ``inplace``."""
+    if inplace:
+        if foreach_ok(vs):
+            torch._foreach_mul_(vs, decay)
+            torch._foreach_addcmul_(vs, xs, xs, 1.0 - decay)
+        else:
+            for v, x in zip(vs, xs):
+                v.mul_(decay).addcmul_(x, x, value=1.0 - decay)
+        return vs
+    if foreach_ok(vs):
+        return list(torch._foreach_addcmul(torch._foreach_mul(vs, decay), xs, xs, 1.0 - decay))
+    return [v * decay + (1.0 - decay) * x * x for v, x in zip(vs, xs)]
+
+
+def assign(dst: Tensors, src: Tensors, inplace: bool) -> Tensors:
+    """Return ``src`` as the new value of ``dst``: copied into it when ``inplace``."""
+    if not inplace:
+        return list(src)
+    if foreach_ok(dst):
+        torch._foreach_copy_(dst, src)
+    else:
+        for d, s in zip(dst, src):
+            d.copy_(s)
+    return dst
+
+
+def step_value(count: torch.Tensor) -> int | torch.Tensor:
+    """The step counter as a Python int when it can be read without a transform in the way."""
+    try:
+        return int(count)
+    except RuntimeError:  # a batched / traced counter inside torch.func
+        return count
+
+
+def count_init() -> torch.Tensor:
+    return torch.zeros((), dtype=torch.int64)
+
+
+def count_inc(count: torch.Tensor, inplace: bool) -> torch.Tensor:
+    if inplace:
+        return count.add_(1)
+    return count + 1

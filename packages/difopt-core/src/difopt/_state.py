@@ -1,0 +1,71 @@
+"""Optimizer state to and from plain containers (``torch.load(weights_only=True)``-safe)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from difopt import _leafwise as lw
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float)) for v in value):
+        return list(value)
+    return repr(value)
+
+
+def to_dict(state_groups: Sequence[Any], param_groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    state = [lw.leaves(s) for s in state_groups]
+    groups = []
+    start = 0
+    for g in param_groups:
+        n = len(g["params"])
+        entry = {k: _plain(v) for k, v in g.items() if k != "params"}
+        entry["params"] = list(range(start, start + n))
+        start += n
+        groups.append(entry)
+    return {"state": state, "param_groups": groups}
+
+
+def from_dict(state_dict: Any, current: Sequence[Any]) -> list[Any]:
+    """Return new state groups built from ``state_dict``, validated against ``current``."""
+    if isinstance(state_dict, dict):
+        if "state" not in state_dict:
+            raise ValueError("'state_dict' has no 'state' entry; was it made by state_dict()?")
+        saved = [list(s) for s in state_dict["state"]]
+    elif isinstance(state_dict, (list, tuple)):
+        saved = [lw.leaves(s) for s in state_dict]
+    else:
+        raise TypeError(
+            f"'state_dict' must be a dict from state_dict() or a sequence of states, got "
+            f"{type(state_dict).__name__}"
+        )
+    if len(saved) != len(current):
+        raise ValueError(
+            f"'state_dict' has {len(saved)} state groups, but the optimizer has {len(current)}"
+        )
+    restored = []
+    for gi, (leaves_saved, cur) in enumerate(zip(saved, current)):
+        cur_leaves, spec = lw.flatten(cur)
+        if len(leaves_saved) != len(cur_leaves):
+            raise ValueError(
+                f"'state_dict' group {gi} has {len(leaves_saved)} state tensors, expected "
+                f"{len(cur_leaves)} (was it saved from the same optimizer and parameters?)"
+            )
+        new = []
+        for li, (s, c) in enumerate(zip(leaves_saved, cur_leaves)):
+            if torch.is_tensor(c):
+                if not torch.is_tensor(s) or s.shape != c.shape:
+                    raise ValueError(
+                        f"'state_dict' group {gi} entry {li}: expected a tensor of shape "
+                        f"{tuple(c.shape)}, got {getattr(s, 'shape', type(s).__name__)}"
+                    )
+                t = s.detach().to(device=c.device, dtype=c.dtype, copy=True)
+                new.append(t.requires_grad_(c.requires_grad))
+            else:
+                new.append(s)
+        restored.append(lw.unflatten(spec, new))
+    return restored

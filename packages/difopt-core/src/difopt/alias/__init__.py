@@ -1,0 +1,509 @@
+"""Optimizers as functions returning a chain of transformations (the functional form).
+
+Each function here is the single source of an optimizer: the torch.optim-style class
+(``difopt.Adam``) and the differentiable class (``difopt.MetaAdam``) are generated from it by
+:mod:`difopt.optim`, with the same parameters and documentation. The functions are
+registered in the ``difopt.optimizers`` entry-point group, like third-party optimizers.
+
+Where TorchOpt's class forms have other defaults than its functions (``Adadelta`` takes
+``lr=1.0``, the meta forms ``moment_requires_grad=True``), :func:`forms` records them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from difopt import _validate as check
+from difopt.base import GradientTransformation, identity
+from difopt.combine import chain
+from difopt.transform import (
+    add_decayed_weights,
+    flip_sign_and_add_weight_decay,
+    scale_by_accelerated_adam,
+    scale_by_adadelta,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_adan,
+    scale_by_lion,
+    scale_by_nadam,
+    scale_by_neg_lr,
+    scale_by_radam,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_stddev,
+    trace,
+)
+
+__all__ = [
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "adan",
+    "forms",
+    "lion",
+    "nadam",
+    "radam",
+    "rmsprop",
+    "sgd",
+]
+
+_F = TypeVar("_F", bound=Callable[..., GradientTransformation])
+
+
+def forms(
+    classic_name: str | None = None,
+    meta_name: str | None = None,
+    classic_defaults: dict[str, Any] | None = None,
+    meta_defaults: dict[str, Any] | None = None,
+) -> Callable[[_F], _F]:
+    """Record how the classic and meta classes generated from an alias are named and defaulted.
+
+    Optional: a third-party alias without it gets ``Name`` and ``MetaName`` (its function
+    name capitalised) and its own defaults, with ``moment_requires_grad=True`` in the meta
+    form when the alias has that parameter.
+    """
+
+    def decorate(fn: _F) -> _F:
+        fn.__difopt_forms__ = {  # type: ignore[attr-defined]
+            "classic_name": classic_name,
+            "meta_name": meta_name,
+            "classic_defaults": dict(classic_defaults or {}),
+            "meta_defaults": dict(meta_defaults or {}),
+        }
+        return fn
+
+    return decorate
+
+
+_META = {"moment_requires_grad": True}
+
+
+@forms("SGD", "MetaSGD", meta_defaults=_META)
+def sgd(
+    lr: Any,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    *,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Stochastic gradient descent with optional momentum, as torch.optim.SGD.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        momentum: momentum factor (0 disables the buffer).
+        dampening: dampening for momentum.
+        weight_decay: L2 penalty added to the gradient.
+        nesterov: Nesterov momentum.
+        moment_requires_grad: create the momentum buffer with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    check.non_negative("momentum", momentum)
+    return chain(
+        flip_sign_and_add_weight_decay(weight_decay, maximize),
+        trace(momentum, dampening, nesterov, moment_requires_grad) if momentum else identity(),
+        scale_by_neg_lr(lr),
+    )
+
+
+def _adam_like(
+    lr: Any,
+    betas: Any,
+    eps: float,
+    weight_decay: float,
+    eps_root: float,
+    moment_requires_grad: bool,
+    maximize: bool,
+    use_accelerated_op: bool,
+    decoupled: bool,
+    mask: Any = None,
+) -> GradientTransformation:
+    check.learning_rate("lr", lr)
+    check.betas("betas", betas)
+    check.boolean("use_accelerated_op", use_accelerated_op)
+    scaler = scale_by_accelerated_adam if use_accelerated_op else scale_by_adam
+    core = scaler(betas[0], betas[1], eps, eps_root, moment_requires_grad)
+    if decoupled:
+        check.non_negative("weight_decay", weight_decay)
+        return chain(
+            flip_sign_and_add_weight_decay(0.0, maximize),
+            core,
+            add_decayed_weights(weight_decay, mask),
+            scale_by_neg_lr(lr),
+        )
+    return chain(flip_sign_and_add_weight_decay(weight_decay, maximize), core, scale_by_neg_lr(lr))
+
+
+@forms("Adam", "MetaAdam", meta_defaults=_META)
+def adam(
+    lr: Any = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    eps_root: float = 0.0,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    """Adam (Kingma & Ba, 2014), as torch.optim.Adam.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        betas: decay rates of the first and second moment estimates.
+        eps: term added to the denominator for numerical stability.
+        weight_decay: L2 penalty added to the gradient (for decoupled decay use adamw).
+        eps_root: term added inside the square root; > 0 keeps meta-gradients finite where
+            the second moment is 0.
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: use a fused native op from the plugin registry when installed.
+    """
+    return _adam_like(lr, betas, eps, weight_decay, eps_root, moment_requires_grad, maximize,
+                      use_accelerated_op, decoupled=False)
+
+
+@forms("AdamW", "MetaAdamW", meta_defaults=_META)
+def adamw(
+    lr: Any = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    *,
+    eps_root: float = 0.0,
+    mask: Any = None,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as torch.optim.AdamW.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        betas: decay rates of the first and second moment estimates.
+        eps: term added to the denominator for numerical stability.
+        weight_decay: decoupled weight decay coefficient.
+        eps_root: term added inside the square root.
+        mask: pytree of bools (or a callable of the parameters returning one) selecting the
+            parameters to decay.
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: use a fused native op from the plugin registry when installed.
+    """
+    return _adam_like(lr, betas, eps, weight_decay, eps_root, moment_requires_grad, maximize,
+                      use_accelerated_op, decoupled=True, mask=mask)
+
+
+@forms("Adamax", "MetaAdamax", classic_defaults={"lr": 2e-3, "eps": 1e-8},
+       meta_defaults={**_META, "lr": 2e-3, "eps": 1e-8})
+def adamax(
+    lr: Any = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    *,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Adamax, the infinity-norm variant of Adam, as torch.optim.Adamax.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        betas: decay rates of the first moment and of the infinity norm.
+        eps: term added to the norm for numerical stability.
+        weight_decay: L2 penalty added to the gradient.
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    check.betas("betas", betas)
+    return chain(
+        flip_sign_and_add_weight_decay(weight_decay, maximize),
+        scale_by_adamax(betas[0], betas[1], eps, moment_requires_grad),
+        scale_by_neg_lr(lr),
+    )
+
+
+@forms("RAdam", "MetaRAdam", classic_defaults={"eps": 1e-8},
+       meta_defaults={**_META, "eps": 1e-8})
+def radam(
+    lr: Any = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    *,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Rectified Adam (Liu et al., 2019), as torch.optim.RAdam.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        betas: decay rates of the first and second moment estimates.
+        eps: term added to the denominator for numerical stability.
+        weight_decay: L2 penalty added to the gradient.
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    check.betas("betas", betas)
+    return chain(
+        flip_sign_and_add_weight_decay(weight_decay, maximize),
+        scale_by_radam(betas[0], betas[1], eps, moment_requires_grad=moment_requires_grad),
+        scale_by_neg_lr(lr),
+    )
+
+
+@forms("Adadelta", "MetaAdadelta", classic_defaults={"lr": 1.0},
+       meta_defaults={**_META, "lr": 1.0})
+def adadelta(
+    lr: Any = 1e-3,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    *,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Adadelta (Zeiler, 2012), as torch.optim.Adadelta.
+
+    Args:
+        lr: coefficient scaling the delta, a float or a schedule.
+        rho: decay rate of the running averages.
+        eps: term added for numerical stability.
+        weight_decay: L2 penalty added to the gradient.
+        moment_requires_grad: create the averages with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    return chain(
+        flip_sign_and_add_weight_decay(weight_decay, maximize),
+        scale_by_adadelta(rho, eps, moment_requires_grad),
+        scale_by_neg_lr(lr),
+    )
+
+
+class _AdagradSchedule:
+    """``lr / (1 + count * lr_decay)``: torch.optim.Adagrad's learning-rate decay."""
+
+    def __init__(self, lr: Any, lr_decay: float) -> None:
+        self.lr = lr
+        self.lr_decay = lr_decay
+
+    def __call__(self, count: Any) -> Any:
+        lr = self.lr(count) if callable(self.lr) else self.lr
+        return lr / (1.0 + count * self.lr_decay)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _AdagradSchedule) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"adagrad_schedule(lr={self.lr!r}, lr_decay={self.lr_decay!r})"
+
+
+@forms("Adagrad", "MetaAdagrad")
+def adagrad(
+    lr: Any = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Adagrad (Duchi et al., 2011), as torch.optim.Adagrad.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        lr_decay: the learning rate at step ``t`` (from 0) is ``lr / (1 + t * lr_decay)``.
+        weight_decay: L2 penalty added to the gradient.
+        initial_accumulator_value: initial value of the sum of squares.
+        eps: term added to the denominator for numerical stability.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    check.non_negative("lr_decay", lr_decay)
+    return chain(
+        flip_sign_and_add_weight_decay(weight_decay, maximize),
+        scale_by_rss(initial_accumulator_value, eps),
+        scale_by_neg_lr(_AdagradSchedule(lr, lr_decay) if lr_decay else lr),
+    )
+
+
+@forms("RMSProp", "MetaRMSProp")
+def rmsprop(
+    lr: Any = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    *,
+    initial_scale: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """RMSprop (Hinton), as torch.optim.RMSprop.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        alpha: smoothing constant of the running mean square.
+        eps: term added to the denominator for numerical stability.
+        weight_decay: L2 penalty added to the gradient.
+        momentum: momentum factor applied to the scaled update.
+        centered: divide by the estimated standard deviation instead of the root mean square.
+        initial_scale: initial value of the running mean square.
+        nesterov: Nesterov momentum (needs ``momentum > 0``).
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    check.boolean("centered", centered)
+    check.non_negative("momentum", momentum)
+    scaler = scale_by_stddev if centered else scale_by_rms
+    return chain(
+        flip_sign_and_add_weight_decay(weight_decay, maximize),
+        scaler(alpha, eps, initial_scale),
+        trace(momentum, 0.0, nesterov) if momentum else identity(),
+        scale_by_neg_lr(lr),
+    )
+
+
+@forms("NAdam", "MetaNAdam", meta_defaults=_META)
+def nadam(
+    lr: Any = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    *,
+    decoupled_weight_decay: bool = False,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """NAdam: Adam with Nesterov momentum (Dozat, 2016), as torch.optim.NAdam.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        betas: decay rates of the first and second moment estimates.
+        eps: term added to the denominator for numerical stability.
+        weight_decay: weight decay coefficient.
+        momentum_decay: the momentum schedule's decay.
+        decoupled_weight_decay: decay the weights as AdamW does instead of adding an L2
+            penalty to the gradient.
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    check.betas("betas", betas)
+    check.boolean("decoupled_weight_decay", decoupled_weight_decay)
+    core = scale_by_nadam(betas[0], betas[1], eps, momentum_decay, moment_requires_grad)
+    if decoupled_weight_decay:
+        return chain(
+            flip_sign_and_add_weight_decay(0.0, maximize),
+            core,
+            add_decayed_weights(weight_decay),
+            scale_by_neg_lr(lr),
+        )
+    return chain(flip_sign_and_add_weight_decay(weight_decay, maximize), core, scale_by_neg_lr(lr))
+
+
+@forms("Lion", "MetaLion", meta_defaults=_META)
+def lion(
+    lr: Any = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.99),
+    weight_decay: float = 0.0,
+    *,
+    mask: Any = None,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Lion (Chen et al., 2023): ``p -= lr * (sign(b1 m + (1 - b1) g) + weight_decay * p)``.
+
+    Args:
+        lr: learning rate, a float or a schedule (typically 3-10x smaller than Adam's).
+        betas: interpolation factor for the sign and decay rate of the momentum.
+        weight_decay: decoupled weight decay coefficient.
+        mask: pytree of bools (or callable returning one) selecting the decayed parameters.
+        moment_requires_grad: create the momentum with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+
+    References:
+        Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023.
+    """
+    check.learning_rate("lr", lr)
+    check.betas("betas", betas)
+    return chain(
+        flip_sign_and_add_weight_decay(0.0, maximize),
+        scale_by_lion(betas[0], betas[1], moment_requires_grad),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_neg_lr(lr),
+    )
+
+
+class _ProximalLr:
+    """``lr / (1 + lr * weight_decay)``: the step size of Adan's proximal weight decay."""
+
+    def __init__(self, lr: Any, weight_decay: float) -> None:
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    def __call__(self, count: Any) -> Any:
+        lr = self.lr(count) if callable(self.lr) else self.lr
+        return lr / (1.0 + lr * self.weight_decay)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ProximalLr) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"proximal_lr(lr={self.lr!r}, weight_decay={self.weight_decay!r})"
+
+
+@forms("Adan", "MetaAdan", meta_defaults=_META)
+def adan(
+    lr: Any = 1e-3,
+    betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    no_prox: bool = False,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Adan (Xie et al., 2022): adaptive Nesterov momentum.
+
+    With ``u`` the output of :func:`difopt.transform.scale_by_adan`, the step is
+    ``p = (p - lr * u) / (1 + lr * weight_decay)`` (proximal decay), or with ``no_prox``
+    ``p = p * (1 - lr * weight_decay) - lr * u``.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        betas: decay rates of the first moment, of the update difference, and of the second
+            moment.
+        eps: term added to the denominator for numerical stability.
+        weight_decay: weight decay coefficient.
+        no_prox: decay the weights multiplicatively instead of proximally.
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+
+    References:
+        Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
+        Models", 2022.
+    """
+    check.learning_rate("lr", lr)
+    check.betas("betas", betas, n=3)
+    check.non_negative("weight_decay", weight_decay)
+    check.boolean("no_prox", no_prox)
+    step = lr if (no_prox or weight_decay == 0.0) else _ProximalLr(lr, weight_decay)
+    if not callable(lr) and callable(step):
+        step = step(0)
+    return chain(
+        flip_sign_and_add_weight_decay(0.0, maximize),
+        scale_by_adan(betas[0], betas[1], betas[2], eps, moment_requires_grad),
+        add_decayed_weights(weight_decay),
+        scale_by_neg_lr(step),
+    )

@@ -1,0 +1,204 @@
+"""The contract every optimizer is built on: ``GradientTransformation(init, update)``.
+
+A gradient transformation is a pair of pure functions. ``init(params)`` builds the optimizer
+state for a pytree of parameters; ``update(updates, state, *, params=None, inplace=True)``
+turns a pytree of gradients into a pytree of updates and returns the new state. With
+``inplace=False`` neither the inputs nor the state are mutated, so the whole update stays on
+the autograd graph and can be differentiated through (meta-gradients).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, NamedTuple, Protocol, TypeVar
+
+__all__ = [
+    "ChainedGradientTransformation",
+    "EmptyState",
+    "GradientTransformation",
+    "UninitializedState",
+    "identity",
+    "transformation",
+]
+
+_F = TypeVar("_F", bound=Callable[..., "GradientTransformation"])
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that keeps none."""
+
+
+class UninitializedState(NamedTuple):
+    """State placeholder for a transformation that has not been initialised yet."""
+
+
+class TransformInitFn(Protocol):
+    def __call__(self, params: Any) -> Any: ...
+
+
+class TransformUpdateFn(Protocol):
+    def __call__(
+        self, updates: Any, state: Any, *, params: Any = None, inplace: bool = True
+    ) -> tuple[Any, Any]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pair ``(init, update)`` of pure functions; see the module docstring."""
+
+    init: TransformInitFn
+    update: TransformUpdateFn
+
+    def chain(self, next: GradientTransformation) -> ChainedGradientTransformation:  # noqa: A002
+        """Return ``chain(self, next)``."""
+        from difopt.combine import chain
+
+        return chain(self, next)
+
+
+class ChainedGradientTransformation(GradientTransformation):
+    """A flat sequence of transformations applied one after the other.
+
+    Built by :func:`difopt.chain`. Nested chains are flattened, so ``chain(a, chain(b, c))``
+    equals ``chain(a, b, c)``. Chains compare equal when their parts do, print as the list of
+    their parts, and pickle when their parts do.
+    """
+
+    transformations: tuple[GradientTransformation, ...]
+
+    def __new__(cls, *transformations: GradientTransformation) -> ChainedGradientTransformation:
+        flat: list[GradientTransformation] = []
+        for i, t in enumerate(transformations):
+            if isinstance(t, ChainedGradientTransformation):
+                flat.extend(t.transformations)
+            elif isinstance(t, GradientTransformation):
+                if not isinstance(t, _Identity):
+                    flat.append(t)
+            else:
+                raise TypeError(
+                    f"chain() argument {i} must be a GradientTransformation, "
+                    f"got {type(t).__name__}"
+                )
+        parts = tuple(flat)
+
+        def init(params: Any) -> tuple[Any, ...]:
+            return tuple(t.init(params) for t in parts)
+
+        def update(
+            updates: Any, state: Any, *, params: Any = None, inplace: bool = True
+        ) -> tuple[Any, Any]:
+            if len(state) != len(parts):
+                raise ValueError(
+                    f"'state' has {len(state)} entries but the chain has {len(parts)} "
+                    "transformations; was it built by this chain's init()?"
+                )
+            new_state = []
+            for t, s in zip(parts, state):
+                updates, s = t.update(updates, s, params=params, inplace=inplace)
+                new_state.append(s)
+            return updates, tuple(new_state)
+
+        obj = super().__new__(cls, init, update)  # type: ignore[arg-type]
+        obj.transformations = parts
+        return obj
+
+    def __repr__(self) -> str:
+        inner = ",\n".join("    " + repr(t).replace("\n", "\n    ") for t in self.transformations)
+        return f"{type(self).__name__}(\n{inner}\n)" if inner else f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ChainedGradientTransformation):
+            return self.transformations == other.transformations
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.transformations)
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return ChainedGradientTransformation, self.transformations
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return self.transformations
+
+
+class _Identity(GradientTransformation):
+    def __new__(cls) -> _Identity:
+        return super().__new__(cls, _identity_init, _identity_update)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return "identity()"
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return identity, ()
+
+
+def _identity_init(params: Any) -> EmptyState:
+    return EmptyState()
+
+
+def _identity_update(
+    updates: Any, state: Any, *, params: Any = None, inplace: bool = True
+) -> tuple[Any, Any]:
+    return updates, state
+
+
+def identity() -> GradientTransformation:
+    """Return the transformation that leaves updates unchanged and keeps no state.
+
+    Examples:
+        >>> import torch, difopt
+        >>> t = difopt.base.identity()
+        >>> g = {"w": torch.ones(2)}
+        >>> t.update(g, t.init(g))[0]["w"]
+        tensor([1., 1.])
+    """
+    return _Identity()
+
+
+class _RecordedTransformation(GradientTransformation):
+    """A transformation that remembers the factory call that built it.
+
+    That record gives every transformation a readable ``repr`` (the call), value equality
+    (same factory, same arguments) and pickling (by re-running the call), which closures
+    alone cannot have.
+    """
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._difopt_call[1])
+        return f"{self._difopt_call[0].__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _RecordedTransformation):
+            return self._difopt_call == other._difopt_call
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._difopt_call[0])
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        factory, arguments = self._difopt_call
+        return _call_with_kwargs, (factory, dict(arguments))
+
+
+def _call_with_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    return factory(**kwargs)
+
+
+def transformation(factory: _F) -> _F:
+    """Decorate a factory of ``GradientTransformation`` so its results repr, compare and pickle.
+
+    The factory's arguments must be passable by keyword. This is how every transformation in
+    difopt is declared; third-party transforms may use it too.
+    """
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def wrapper(*args: Any, **kwargs: Any) -> GradientTransformation:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        inner = factory(*bound.args, **bound.kwargs)
+        out = _RecordedTransformation(inner.init, inner.update)
+        out._difopt_call = (wrapper, tuple(bound.arguments.items()))  # type: ignore[attr-defined]
+        return out
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,11 @@
+"""Zero-order differentiation (``zero_order``, ``ZeroOrderGradientModule``).
+
+Provided by the ``difopt-zeroorder`` plugin (entry point ``difopt.diff:zero_order``). The
+module itself is callable, as in TorchOpt: ``@difopt.diff.zero_order(distribution, method)``.
+"""
+
+from difopt._lazy import install
+
+__all__ = ["ZeroOrderGradientModule", "zero_order"]
+
+install(__name__, "difopt.diff", "zero_order", "difopt-zeroorder", call="zero_order")

@@ -1,0 +1,224 @@
+"""``Optimizer``: the torch.optim-style form of any gradient transformation."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+
+from difopt import _leafwise as lw
+from difopt import _state
+from difopt.base import ChainedGradientTransformation, GradientTransformation
+
+__all__ = ["Optimizer"]
+
+
+def _final_scale(impl: GradientTransformation) -> tuple[GradientTransformation, float] | None:
+    """Split ``chain(..., scale(c))`` into the head and ``c``.
+
+    The classic step then adds ``c * head_updates`` into the parameters in one pass instead
+    of scaling the updates and adding them in two.
+    """
+    if not isinstance(impl, ChainedGradientTransformation) or len(impl.transformations) < 2:
+        return None
+    last = impl.transformations[-1]
+    call = getattr(last, "_difopt_call", None)
+    if call is None:
+        return None
+    factory, arguments = call[0].__name__, dict(call[1])
+    if factory == "scale" and isinstance(arguments["step_size"], (int, float)):
+        factor = float(arguments["step_size"])
+    elif factory == "scale_by_neg_lr" and isinstance(arguments["lr"], (int, float)):
+        factor = -float(arguments["lr"])
+    else:
+        return None
+    return ChainedGradientTransformation(*impl.transformations[:-1]), factor
+
+
+class Optimizer:
+    """A torch.optim-style optimizer running a :class:`GradientTransformation` in place.
+
+    Args:
+        params: an iterable of tensors, or of dicts with a ``"params"`` entry (parameter
+            groups, as in torch.optim).
+        impl: the transformation, e.g. ``difopt.adam(1e-3)`` or
+            ``difopt.chain(difopt.clip_grad_norm(1.0), difopt.adam())``.
+
+    Examples:
+        >>> import torch, difopt
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = difopt.Optimizer([w], difopt.sgd(lr=0.5))
+        >>> (w ** 2).sum().backward(); opt.step()
+        >>> w.data
+        tensor([0., 0.])
+    """
+
+    # Set on the classes generated from an alias function (difopt.Adam, ...).
+    alias: Callable[..., GradientTransformation] | None = None
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, params: Iterable[Any], impl: GradientTransformation) -> None:
+        if not isinstance(impl, GradientTransformation):
+            raise TypeError(
+                f"'impl' must be a GradientTransformation (e.g. difopt.adam()), got "
+                f"{type(impl).__name__}"
+            )
+        if isinstance(params, torch.nn.Module):
+            raise TypeError(
+                "'params' must be an iterable of tensors, got an nn.Module; pass "
+                "module.parameters(), or use a Meta optimizer to differentiate through steps"
+            )
+        self.impl = impl
+        self.param_groups: list[dict[str, Any]] = []
+        self.state_groups: list[Any] = []
+        self._impls: list[GradientTransformation] = []
+        self._fast: list[tuple[GradientTransformation, float] | None] = []
+        groups = _as_groups(params)
+        if not groups:
+            raise ValueError("'params' is empty: the optimizer has nothing to optimize")
+        for group in groups:
+            self.add_param_group(group)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            hyper = {k: v for k, v in g.items() if k != "params"}
+            lines.append(f"  group {i}: {len(g['params'])} tensors {hyper}")
+        return "\n".join(lines + [")"])
+
+    def add_param_group(self, params: Any) -> None:
+        """Add parameters, optionally as a torch.optim group dict with its own hyper-parameters.
+
+        Hyper-parameter overrides need an optimizer generated from an alias (``difopt.Adam``);
+        the plain :class:`Optimizer` applies its one ``impl`` to every group.
+        """
+        if isinstance(params, dict):
+            group = dict(params)
+            tensors = _as_tensor_list(group.pop("params", None), "params['params']")
+            overrides = group
+        else:
+            tensors = _as_tensor_list(params, "params")
+            overrides = {}
+        if overrides and self.alias is None:
+            raise ValueError(
+                f"parameter group options {sorted(overrides)} need an optimizer built from an "
+                "alias (e.g. difopt.Adam); Optimizer(params, impl) has one impl for all groups"
+            )
+        unknown = set(overrides) - set(self.defaults)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter group options {sorted(unknown)}; accepted: "
+                f"{sorted(self.defaults)}"
+            )
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in tensors):
+            raise ValueError("some parameters appear in more than one parameter group")
+        hyper = {**self.defaults, **overrides}
+        impl = self.alias(**hyper) if overrides and self.alias is not None else self.impl
+        with torch.no_grad():
+            state = impl.init(tuple(tensors))
+        self.param_groups.append({"params": tensors, **hyper})
+        self._impls.append(impl)
+        self._fast.append(_final_scale(impl))
+        self.state_groups.append(state)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of all parameters (to ``None`` by default, as torch.optim)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
+                    else:
+                        p.grad.requires_grad_(False)
+                    p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Update the parameters from their ``.grad`` (missing gradients count as zero).
+
+        Args:
+            closure: re-evaluates the model and returns the loss (it runs with grad enabled).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for group in self.param_groups:
+            params = tuple(group["params"])
+            grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
+            work.append((params, grads))
+        for i, (params, grads) in enumerate(work):
+            fast = self._fast[i]
+            if fast is not None:
+                head, factor = fast
+                updates, head_state = head.update(
+                    grads, self.state_groups[i][:-1], params=params, inplace=True
+                )
+                lw.add_(list(params), list(updates), alpha=factor)
+                self.state_groups[i] = (*head_state, self.state_groups[i][-1])
+            else:
+                updates, self.state_groups[i] = self._impls[i].update(
+                    grads, self.state_groups[i], params=params, inplace=True
+                )
+                lw.add_(list(params), list(updates))
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer state as plain containers of tensors.
+
+        Loadable with ``torch.load(..., weights_only=True)``: ``{"state": [...], "param_groups":
+        [...]}``, one entry per group; the state entry is the list of the state's leaves.
+        """
+        return _state.to_dict(self.state_groups, self.param_groups)
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Restore a state saved by :meth:`state_dict` (or TorchOpt's tuple of states).
+
+        The whole input is checked against the current state before anything is replaced.
+        """
+        self.state_groups = _state.from_dict(state_dict, self.state_groups)
+
+
+def _grad_of(p: torch.Tensor, index: int) -> torch.Tensor:
+    g = p.grad
+    if g is None:
+        return torch.zeros_like(p)
+    if g.is_sparse:
+        raise RuntimeError(f"parameter {index} has a sparse gradient; difopt needs dense ones")
+    if g.shape != p.shape:
+        raise RuntimeError(
+            f"parameter {index} has shape {tuple(p.shape)} but its .grad has {tuple(g.shape)}"
+        )
+    return g
+
+
+def _as_groups(params: Any) -> list[Any]:
+    if torch.is_tensor(params):
+        return [[params]]
+    items = list(params)
+    if items and all(isinstance(x, dict) for x in items):
+        return items
+    return [items] if items else []
+
+
+def _as_tensor_list(params: Any, name: str) -> list[torch.Tensor]:
+    if params is None:
+        raise ValueError(f"'{name}' is missing")
+    if torch.is_tensor(params):
+        params = [params]
+    tensors = list(lw.leaves(list(params)))
+    for i, t in enumerate(tensors):
+        if not torch.is_tensor(t):
+            raise TypeError(f"'{name}' must contain tensors; item {i} is {type(t).__name__}")
+        if not t.is_leaf:
+            raise ValueError(
+                f"'{name}' item {i} is not a leaf tensor; the classic optimizer updates leaves "
+                "in place (use a Meta optimizer or FuncOptimizer to step non-leaf tensors)"
+            )
+    return tensors

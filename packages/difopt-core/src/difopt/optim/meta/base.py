@@ -1,0 +1,138 @@
+"""``MetaOptimizer``: differentiable steps on an ``nn.Module``'s parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from difopt import _leafwise as lw
+from difopt import _state
+from difopt.base import GradientTransformation
+from difopt.update import apply_updates
+
+__all__ = ["MetaOptimizer"]
+
+
+def _containers(module: nn.Module) -> tuple[dict[str, Any], ...]:
+    """The ``_parameters`` dicts of ``module`` and its sub-modules that hold parameters."""
+    seen: set[int] = set()
+    out = []
+    for m in module.modules():
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        if any(p is not None and p.requires_grad for p in m._parameters.values()):
+            out.append(m._parameters)
+    return tuple(out)
+
+
+def _trainable(containers: tuple[dict[str, Any], ...]) -> list[tuple[dict[str, Any], str]]:
+    return [
+        (c, k) for c in containers for k, p in c.items() if p is not None and p.requires_grad
+    ]
+
+
+class MetaOptimizer:
+    """Differentiable optimizer: ``step(loss)`` replaces the module's parameters by updated,
+    non-leaf tensors, so a later loss can be differentiated through the step (unrolling).
+
+    Args:
+        module: the ``nn.Module`` whose parameters are optimized.
+        impl: the transformation, e.g. ``difopt.adam(1e-3, moment_requires_grad=True)``.
+
+    Examples:
+        >>> import torch, difopt
+        >>> net = torch.nn.Linear(2, 1)
+        >>> opt = difopt.MetaOptimizer(net, difopt.sgd(lr=0.1))
+        >>> opt.step(net(torch.ones(1, 2)).pow(2).sum())
+        >>> net.weight.grad_fn is not None
+        True
+    """
+
+    alias: Any = None
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, module: nn.Module, impl: GradientTransformation) -> None:
+        if not isinstance(impl, GradientTransformation):
+            raise TypeError(
+                f"'impl' must be a GradientTransformation, got {type(impl).__name__}"
+            )
+        self.impl = impl
+        self.param_containers_groups: list[tuple[dict[str, Any], ...]] = []
+        self.state_groups: list[Any] = []
+        self.add_param_group(module)
+
+    def add_param_group(self, module: nn.Module) -> None:
+        """Also optimize the parameters of ``module`` (with the same transformation)."""
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"'module' must be a torch.nn.Module, got {type(module).__name__}; a meta "
+                "optimizer replaces the module's parameters after each step. For a list of "
+                "tensors use difopt.FuncOptimizer or the functional API (difopt.adam(...))."
+            )
+        containers = _containers(module)
+        known = {id(c) for group in self.param_containers_groups for c in group}
+        if any(id(c) in known for c in containers):
+            raise ValueError("'module' shares parameters with a module already being optimized")
+        params = tuple(c[k] for c, k in _trainable(containers))
+        if not params:
+            raise ValueError("'module' has no parameters that require grad")
+        self.param_containers_groups.append(containers)
+        self.state_groups.append(self.impl.init(params))
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Take one differentiable step on ``loss`` for every parameter group.
+
+        The gradients are taken with ``create_graph=True``; parameters that do not reach the
+        loss get a zero gradient. Nothing is replaced if any part fails.
+        """
+        if not torch.is_tensor(loss) or loss.numel() != 1:
+            shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+            raise ValueError(f"'loss' must be a scalar tensor, got {shape}")
+        if not loss.requires_grad:
+            raise ValueError("'loss' does not require grad: it does not depend on the parameters")
+        slots = [_trainable(c) for c in self.param_containers_groups]
+        flat = [c[k] for group in slots for c, k in group]
+        grads = torch.autograd.grad(
+            loss, flat, create_graph=True, allow_unused=True, materialize_grads=True
+        )
+        new_states, new_params = [], []
+        start = 0
+        for state, group in zip(self.state_groups, slots):
+            params = tuple(flat[start : start + len(group)])
+            g = tuple(grads[start : start + len(group)])
+            start += len(group)
+            updates, state = self.impl.update(g, state, params=params, inplace=False)
+            new_states.append(state)
+            new_params.append(apply_updates(params, updates, inplace=False))
+        for group, values in zip(slots, new_params):
+            for (container, key), value in zip(group, values):
+                container[key] = value
+        self.state_groups = new_states
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state as plain containers (see :meth:`difopt.Optimizer.state_dict`)."""
+        groups = [{"params": [None] * len(_trainable(c))} for c in self.param_containers_groups]
+        return _state.to_dict(self.state_groups, groups)
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Restore a state from :meth:`state_dict`, or a sequence of states (TorchOpt's form).
+
+        A sequence of state trees is taken by reference (tensors keep their graph), which is
+        what :func:`difopt.recover_state_dict` relies on.
+        """
+        if isinstance(state_dict, (list, tuple)) and not isinstance(state_dict, dict):
+            states = list(state_dict)
+            if len(states) != len(self.state_groups):
+                raise ValueError(
+                    f"'state_dict' has {len(states)} state groups, expected "
+                    f"{len(self.state_groups)}"
+                )
+            for s, cur in zip(states, self.state_groups):
+                if lw.flatten(s)[1] != lw.flatten(cur)[1]:
+                    raise ValueError("'state_dict' does not have the structure of this state")
+            self.state_groups = states
+            return
+        self.state_groups = _state.from_dict(state_dict, self.state_groups)

@@ -1,0 +1,135 @@
+"""Tree arithmetic on pytrees of tensors, built on optree.
+
+Every tree operation in difopt goes through optree under one namespace, :data:`NAMESPACE`,
+so containers registered for difopt do not leak into other libraries. The names are those of
+TorchOpt's ``torchopt.pytree`` (which re-exports optree and adds tree arithmetic).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any, Callable
+
+import optree
+import torch
+from optree import *  # noqa: F403  (TorchOpt re-exports optree from this module too)
+
+__all__ = [
+    *optree.__all__,
+    "NAMESPACE",
+    "tree_add",
+    "tree_add_scalar_mul",
+    "tree_flatten_as_tuple",
+    "tree_matmul",
+    "tree_mul",
+    "tree_neg",
+    "tree_pos",
+    "tree_scalar_mul",
+    "tree_sub",
+    "tree_sub_scalar_mul",
+    "tree_truediv",
+    "tree_vdot_real",
+    "tree_wait",
+]
+
+NAMESPACE = "difopt"
+"""The optree namespace for containers registered by or for difopt."""
+
+
+def tree_flatten_as_tuple(tree: Any) -> tuple[tuple[Any, ...], optree.PyTreeSpec]:
+    """Flatten ``tree`` and return its leaves as a tuple together with its treespec."""
+    leaves, spec = optree.tree_flatten(tree, namespace=NAMESPACE)
+    return tuple(leaves), spec
+
+
+def _map(fn: Callable[..., Any], tree: Any, *rests: Any) -> Any:
+    return optree.tree_map(fn, tree, *rests, namespace=NAMESPACE)
+
+
+def tree_pos(tree: Any) -> Any:
+    """Apply unary ``+`` to every leaf."""
+    return _map(operator.pos, tree)
+
+
+def tree_neg(tree: Any) -> Any:
+    """Negate every leaf."""
+    return _map(operator.neg, tree)
+
+
+def tree_add(*trees: Any) -> Any:
+    """Sum trees of the same structure leaf by leaf."""
+    if not trees:
+        raise ValueError("tree_add() needs at least one tree")
+    return _map(lambda *xs: functools.reduce(operator.add, xs), *trees)
+
+
+def tree_add_scalar_mul(tree_x: Any, tree_y: Any, alpha: Any = None) -> Any:
+    """Return ``tree_x + alpha * tree_y`` (``alpha`` defaults to 1)."""
+    if alpha is None:
+        return _map(operator.add, tree_x, tree_y)
+    return _map(lambda x, y: x + alpha * y, tree_x, tree_y)
+
+
+def tree_sub(minuend: Any, subtrahend: Any) -> Any:
+    """Return ``minuend - subtrahend`` leaf by leaf."""
+    return _map(operator.sub, minuend, subtrahend)
+
+
+def tree_sub_scalar_mul(tree_x: Any, tree_y: Any, alpha: Any = None) -> Any:
+    """Return ``tree_x - alpha * tree_y`` (``alpha`` defaults to 1)."""
+    if alpha is None:
+        return _map(operator.sub, tree_x, tree_y)
+    return _map(lambda x, y: x - alpha * y, tree_x, tree_y)
+
+
+def tree_mul(*trees: Any) -> Any:
+    """Multiply trees of the same structure leaf by leaf."""
+    if not trees:
+        raise ValueError("tree_mul() needs at least one tree")
+    return _map(lambda *xs: functools.reduce(operator.mul, xs), *trees)
+
+
+def tree_matmul(tree_x: Any, tree_y: Any) -> Any:
+    """Matrix-multiply corresponding leaves."""
+    return _map(operator.matmul, tree_x, tree_y)
+
+
+def tree_scalar_mul(scalar: Any, multiplicand: Any) -> Any:
+    """Multiply every leaf by ``scalar``."""
+    return _map(lambda x: scalar * x, multiplicand)
+
+
+def tree_truediv(dividend: Any, divisor: Any) -> Any:
+    """Divide leaf by leaf; ``divisor`` may be a tree of the same structure or a scalar."""
+    if isinstance(divisor, (int, float)) or (torch.is_tensor(divisor) and divisor.ndim == 0):
+        return _map(lambda x: x / divisor, dividend)
+    return _map(operator.truediv, dividend, divisor)
+
+
+def _vdot_real(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x, y = x.reshape(-1), y.reshape(-1)
+    if x.is_complex() or y.is_complex():
+        return torch.vdot(x, y).real
+    return torch.dot(x, y)
+
+
+def tree_vdot_real(tree_x: Any, tree_y: Any) -> torch.Tensor:
+    """Real part of the inner product ``<tree_x, tree_y>`` summed over all leaves."""
+    leaves_x, spec_x = optree.tree_flatten(tree_x, namespace=NAMESPACE)
+    leaves_y, spec_y = optree.tree_flatten(tree_y, namespace=NAMESPACE)
+    if spec_x != spec_y:
+        raise ValueError(
+            f"tree_vdot_real(): 'tree_y' has structure {spec_y}, expected {spec_x}"
+        )
+    if not leaves_x:
+        return torch.zeros(())
+    return functools.reduce(operator.add, map(_vdot_real, leaves_x, leaves_y))
+
+
+def tree_wait(future_tree: Any) -> Any:
+    """Wait on every ``torch.futures.Future`` leaf and return the tree of results."""
+    return _map(
+        lambda f: f.wait() if isinstance(f, torch.futures.Future) else f,
+        future_tree,
+    )

@@ -1,0 +1,559 @@
+"""Adaptive scalings: Adam and its family, RMS-based and accumulating rules.
+
+Each keeps its moments as pytrees with the structure of the parameters and a step counter
+(a 0-d int64 tensor on the CPU, so reading it never synchronises a device). With
+``inplace=True`` the state tensors are updated in place (torch.optim's memory behaviour);
+with ``inplace=False`` new tensors are returned and the update is differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from difopt import _leafwise as lw
+from difopt import _validate as check
+from difopt.base import GradientTransformation, transformation
+
+__all__ = [
+    "ScaleByAdaDeltaState",
+    "ScaleByAdamState",
+    "ScaleByAdamaxState",
+    "ScaleByAdanState",
+    "ScaleByLionState",
+    "ScaleByNadamState",
+    "ScaleByRAdamState",
+    "ScaleByRStdDevState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "scale_by_accelerated_adam",
+    "scale_by_adadelta",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_adan",
+    "scale_by_lion",
+    "scale_by_nadam",
+    "scale_by_radam",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_stddev",
+]
+
+
+def _moments(params: Any, n: int, requires_grad: bool, fill: float = 0.0) -> list[Any]:
+    ps, spec = lw.flatten(params)
+    return [lw.unflatten(spec, lw.full_like(ps, fill, requires_grad)) for _ in range(n)]
+
+
+def _power(base: float, step: int | torch.Tensor) -> float | torch.Tensor:
+    return base**step
+
+
+class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam`: first and second moments and the step count."""
+
+    mu: Any
+    nu: Any
+    count: torch.Tensor
+
+
+def _adam_direction(
+    mu: list[torch.Tensor],
+    nu: list[torch.Tensor],
+    bc1: Any,
+    bc2: Any,
+    eps: float,
+    eps_root: float,
+) -> list[torch.Tensor]:
+    """``(mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)`` with the corrections folded in."""
+    if eps_root == 0.0 and not torch.is_tensor(bc1):
+        # sqrt(nu / bc2) + eps, times bc1: two scalar passes, and mu is divided once.
+        denom = lw.sqrt(nu)
+        lw.mul_(denom, bc1 / math.sqrt(bc2))
+        lw.add_scalar_(denom, eps * bc1)
+        return lw.div(mu, denom)
+    nu_hat = lw.add_scalar(lw.mul(nu, 1.0 / bc2), eps_root)
+    denom = lw.add_scalar(lw.sqrt(nu_hat), eps)
+    return lw.div(lw.mul(mu, 1.0 / bc1), denom)
+
+
+@transformation
+def scale_by_adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """Rescale updates by Adam's bias-corrected moment estimates (Kingma & Ba, 2014).
+
+    ``mu = b1 mu + (1 - b1) g``, ``nu = b2 nu + (1 - b2) g^2``, and the output is
+    ``mu_hat / (sqrt(nu_hat + eps_root) + eps)`` with ``x_hat = x / (1 - b^t)``.
+
+    Args:
+        b1: decay rate of the first moment.
+        b2: decay rate of the second moment.
+        eps: term added to the denominator outside the square root.
+        eps_root: term added inside the square root; set it > 0 when differentiating
+            through the update, as the derivative of ``sqrt`` at 0 is infinite.
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+
+    References:
+        Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014.
+    """
+    check.unit_interval("b1", b1)
+    check.unit_interval("b2", b2)
+    check.non_negative("eps", eps)
+    check.non_negative("eps_root", eps_root)
+
+    def init(params: Any) -> ScaleByAdamState:
+        mu, nu = _moments(params, 2, moment_requires_grad)
+        return ScaleByAdamState(mu=mu, nu=nu, count=lw.count_init())
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
+        count = lw.count_inc(state.count, inplace)
+        t = lw.step_value(count)
+        out = _adam_direction(mu, nu, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root)
+        new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)
+
+
+@transformation
+def scale_by_accelerated_adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """:func:`scale_by_adam` computed by a fused native op when one is installed.
+
+    The op comes from the plugin registry (``difopt.ops``, e.g. ``difopt-accel``). When no
+    provider is installed, or it does not support the parameters' device, difopt warns once
+    and runs :func:`scale_by_adam`, which computes the same values.
+    """
+    from difopt import registry as plugins
+
+    pure = scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
+    provider = plugins.op_provider("adam")
+    if provider is None:
+        plugins.warn_once(
+            "accelerated-op-missing",
+            "use_accelerated_op=True but no fused op provider is installed "
+            "(pip install difopt-accel); using the pure PyTorch implementation.",
+        )
+        return pure
+    fused = provider.scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        first = next(iter(lw.leaves(updates)), None)
+        if first is not None and provider.is_available(first.device):
+            return fused.update(updates, state, params=params, inplace=inplace)
+        plugins.warn_once(
+            f"accelerated-op-device-{getattr(first, 'device', None)}",
+            f"the fused Adam op is not available for device {first.device if first is not None else None}; "
+            "using the pure PyTorch implementation.",
+        )
+        return pure.update(updates, state, params=params, inplace=inplace)
+
+    return GradientTransformation(pure.init, update)
+
+
+class ScaleByAdamaxState(NamedTuple):
+    """State of :func:`scale_by_adamax`: first moment, infinity norm and step count."""
+
+    mu: Any
+    nu: Any
+    count: torch.Tensor
+
+
+@transformation
+def scale_by_adamax(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, moment_requires_grad: bool = False
+) -> GradientTransformation:
+    """Adamax: Adam with the infinity norm, as torch.optim.Adamax computes it.
+
+    ``nu = max(b2 nu, |g| + eps)`` and the output is ``(mu / (1 - b1^t)) / nu``.
+    """
+    check.unit_interval("b1", b1)
+    check.unit_interval("b2", b2)
+    check.non_negative("eps", eps)
+
+    def init(params: Any) -> ScaleByAdamaxState:
+        mu, nu = _moments(params, 2, moment_requires_grad)
+        return ScaleByAdamaxState(mu=mu, nu=nu, count=lw.count_init())
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        norm = [torch.maximum(n * b2, g.abs() + eps) for n, g in zip(lw.leaves(state.nu), gs)]
+        nu = lw.assign(lw.leaves(state.nu), norm, inplace)
+        count = lw.count_inc(state.count, inplace)
+        bc1 = 1.0 - _power(b1, lw.step_value(count))
+        out = [m / (bc1 * n) for m, n in zip(mu, nu)]
+        new_state = ScaleByAdamaxState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRAdamState(NamedTuple):
+    """State of :func:`scale_by_radam`."""
+
+    mu: Any
+    nu: Any
+    count: torch.Tensor
+
+
+@transformation
+def scale_by_radam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    threshold: float = 5.0,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """Rectified Adam (Liu et al., 2019), as torch.optim.RAdam computes it.
+
+    While the variance's degrees of freedom ``rho_t`` are at most ``threshold`` the output is
+    the bias-corrected first moment; afterwards it is rectified Adam.
+    """
+    check.unit_interval("b1", b1)
+    check.unit_interval("b2", b2)
+    check.non_negative("eps", eps)
+    check.non_negative("threshold", threshold)
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+
+    def init(params: Any) -> ScaleByRAdamState:
+        mu, nu = _moments(params, 2, moment_requires_grad)
+        return ScaleByRAdamState(mu=mu, nu=nu, count=lw.count_init())
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
+        count = lw.count_inc(state.count, inplace)
+        t = lw.step_value(count)
+        bc1 = 1.0 - _power(b1, t)
+        bc2 = 1.0 - _power(b2, t)
+        rho_t = rho_inf - 2.0 * t * _power(b2, t) / bc2
+        mu_hat = lw.mul(mu, 1.0 / bc1)
+        if isinstance(t, int):
+            if rho_t > threshold:
+                rect = math.sqrt(
+                    (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+                )
+                denom = lw.add_scalar(lw.sqrt(nu), eps)
+                out = lw.div(lw.mul(mu_hat, rect * math.sqrt(bc2)), denom)
+            else:
+                out = mu_hat
+        else:
+            ok = rho_t > threshold
+            safe = torch.where(ok, rho_t, rho_inf)
+            rect = torch.sqrt(
+                (safe - 4) * (safe - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe)
+            )
+            out = [
+                torch.where(ok, m * rect * torch.sqrt(bc2) / (v.sqrt() + eps), m)
+                for m, v in zip(mu_hat, nu)
+            ]
+        new_state = ScaleByRAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByAdaDeltaState(NamedTuple):
+    """State of :func:`scale_by_adadelta`: averages of squared updates and of squared steps."""
+
+    mu: Any
+    nu: Any
+
+
+@transformation
+def scale_by_adadelta(
+    rho: float = 0.9, eps: float = 1e-6, moment_requires_grad: bool = False
+) -> GradientTransformation:
+    """Adadelta (Zeiler, 2012), as torch.optim.Adadelta computes it.
+
+    ``mu = rho mu + (1 - rho) g^2``; output ``d = sqrt(nu + eps) / sqrt(mu + eps) * g``;
+    then ``nu = rho nu + (1 - rho) d^2``.
+    """
+    check.closed_unit_interval("rho", rho)
+    check.non_negative("eps", eps)
+
+    def init(params: Any) -> ScaleByAdaDeltaState:
+        mu, nu = _moments(params, 2, moment_requires_grad)
+        return ScaleByAdaDeltaState(mu=mu, nu=nu)
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu = lw.ema_sq(lw.leaves(state.mu), gs, rho, inplace)
+        nu_old = lw.leaves(state.nu)
+        std = lw.sqrt(lw.add_scalar(mu, eps))
+        delta = lw.mul_t(lw.div(lw.sqrt(lw.add_scalar(nu_old, eps)), std), gs)
+        nu = lw.ema_sq(nu_old, delta, rho, inplace)
+        new_state = ScaleByAdaDeltaState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
+        return lw.unflatten(spec, delta), new_state
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms`: the running average of squared updates."""
+
+    nu: Any
+
+
+@transformation
+def scale_by_rms(
+    alpha: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0
+) -> GradientTransformation:
+    """Divide updates by the root of their running mean square (RMSprop, uncentered).
+
+    ``nu = alpha nu + (1 - alpha) g^2``; output ``g / (sqrt(nu) + eps)``.
+    """
+    check.closed_unit_interval("alpha", alpha)
+    check.non_negative("eps", eps)
+    check.non_negative("initial_scale", initial_scale)
+
+    def init(params: Any) -> ScaleByRmsState:
+        (nu,) = _moments(params, 1, False, initial_scale)
+        return ScaleByRmsState(nu=nu)
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
+        out = lw.div(gs, lw.add_scalar(lw.sqrt(nu), eps))
+        return lw.unflatten(spec, out), ScaleByRmsState(lw.unflatten(spec, nu))
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRStdDevState(NamedTuple):
+    """State of :func:`scale_by_stddev`: running means of updates and of their squares."""
+
+    mu: Any
+    nu: Any
+
+
+@transformation
+def scale_by_stddev(
+    alpha: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0
+) -> GradientTransformation:
+    """Divide updates by their running standard deviation (RMSprop, centered).
+
+    Output ``g / (sqrt(nu - mu^2) + eps)``.
+    """
+    check.closed_unit_interval("alpha", alpha)
+    check.non_negative("eps", eps)
+    check.non_negative("initial_scale", initial_scale)
+
+    def init(params: Any) -> ScaleByRStdDevState:
+        (mu,) = _moments(params, 1, False)
+        (nu,) = _moments(params, 1, False, initial_scale)
+        return ScaleByRStdDevState(mu=mu, nu=nu)
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu = lw.ema(lw.leaves(state.mu), gs, alpha, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
+        var = [v - m * m for m, v in zip(mu, nu)]
+        out = lw.div(gs, lw.add_scalar(lw.sqrt(var), eps))
+        new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRssState(NamedTuple):
+    """State of :func:`scale_by_rss`: the running sum of squared updates."""
+
+    sum_of_squares: Any
+
+
+@transformation
+def scale_by_rss(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> GradientTransformation:
+    """Divide updates by the root of the sum of their squares (Adagrad).
+
+    ``s = s + g^2``; output ``g / (sqrt(s) + eps)``.
+    """
+    check.non_negative("initial_accumulator_value", initial_accumulator_value)
+    check.non_negative("eps", eps)
+
+    def init(params: Any) -> ScaleByRssState:
+        (s,) = _moments(params, 1, False, initial_accumulator_value)
+        return ScaleByRssState(sum_of_squares=s)
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        s_old = lw.leaves(state.sum_of_squares)
+        if inplace and lw.foreach_ok(s_old):
+            torch._foreach_addcmul_(s_old, gs, gs)
+            s = s_old
+        else:
+            s = lw.assign(s_old, [a + g * g for a, g in zip(s_old, gs)], inplace)
+        out = lw.div(gs, lw.add_scalar(lw.sqrt(s), eps))
+        return lw.unflatten(spec, out), ScaleByRssState(lw.unflatten(spec, s))
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByNadamState(NamedTuple):
+    """State of :func:`scale_by_nadam`: moments, step count and product of momentum factors."""
+
+    mu: Any
+    nu: Any
+    count: torch.Tensor
+    mu_product: torch.Tensor
+
+
+@transformation
+def scale_by_nadam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    momentum_decay: float = 4e-3,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """NAdam (Dozat, 2016) with torch.optim.NAdam's momentum schedule.
+
+    ``m_t = b1 (1 - 0.5 * 0.96^(t * momentum_decay))``; the output combines the current
+    update and the first moment, each scaled by its Nesterov factor, over
+    ``sqrt(nu / (1 - b2^t)) + eps``.
+    """
+    check.unit_interval("b1", b1)
+    check.unit_interval("b2", b2)
+    check.non_negative("eps", eps)
+    check.non_negative("momentum_decay", momentum_decay)
+
+    def init(params: Any) -> ScaleByNadamState:
+        mu, nu = _moments(params, 2, moment_requires_grad)
+        one = torch.ones((), dtype=torch.float64)
+        return ScaleByNadamState(mu=mu, nu=nu, count=lw.count_init(), mu_product=one)
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
+        count = lw.count_inc(state.count, inplace)
+        t = lw.step_value(count)
+        m_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+        m_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        mu_product = state.mu_product.mul_(m_t) if inplace else state.mu_product * m_t
+        prod = float(mu_product) if isinstance(t, int) else mu_product
+        bc2 = 1.0 - _power(b2, t)
+        denom = lw.add_scalar(lw.sqrt(lw.mul(nu, 1.0 / bc2)), eps)
+        c_g = (1.0 - m_t) / (1.0 - prod)
+        c_m = m_next / (1.0 - prod * m_next)
+        out = [(c_g * g + c_m * m) / d for g, m, d in zip(gs, mu, denom)]
+        new_state = ScaleByNadamState(
+            lw.unflatten(spec, mu), lw.unflatten(spec, nu), count, mu_product
+        )
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByLionState(NamedTuple):
+    """State of :func:`scale_by_lion`: the momentum."""
+
+    mu: Any
+
+
+@transformation
+def scale_by_lion(
+    b1: float = 0.9, b2: float = 0.99, moment_requires_grad: bool = False
+) -> GradientTransformation:
+    """Lion (Chen et al., 2023): the sign of an interpolation of momentum and update.
+
+    Output ``sign(b1 mu + (1 - b1) g)``; then ``mu = b2 mu + (1 - b2) g``.
+
+    References:
+        Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023.
+    """
+    check.unit_interval("b1", b1)
+    check.unit_interval("b2", b2)
+
+    def init(params: Any) -> ScaleByLionState:
+        (mu,) = _moments(params, 1, moment_requires_grad)
+        return ScaleByLionState(mu=mu)
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu_old = lw.leaves(state.mu)
+        out = [torch.sign(m.lerp(g, 1.0 - b1)) for m, g in zip(mu_old, gs)]
+        mu = lw.ema(mu_old, gs, b2, inplace)
+        return lw.unflatten(spec, out), ScaleByLionState(lw.unflatten(spec, mu))
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByAdanState(NamedTuple):
+    """State of :func:`scale_by_adan`: three moments, the previous update and the step count."""
+
+    mu: Any
+    delta: Any
+    nu: Any
+    prev: Any
+    count: torch.Tensor
+
+
+@transformation
+def scale_by_adan(
+    b1: float = 0.98,
+    b2: float = 0.92,
+    b3: float = 0.99,
+    eps: float = 1e-8,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """Adan (Xie et al., 2022): Nesterov momentum estimated from update differences.
+
+    With ``d = g - g_prev`` (0 on the first step): ``m = b1 m + (1 - b1) g``,
+    ``v = b2 v + (1 - b2) d``, ``n = b3 n + (1 - b3) (g + b2 d)^2``; the output is
+    ``(m_hat + b2 v_hat) / (sqrt(n_hat) + eps)`` with bias-corrected moments.
+
+    References:
+        Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
+        Models", 2022.
+    """
+    check.unit_interval("b1", b1)
+    check.unit_interval("b2", b2)
+    check.unit_interval("b3", b3)
+    check.non_negative("eps", eps)
+
+    def init(params: Any) -> ScaleByAdanState:
+        mu, delta, nu, prev = _moments(params, 4, moment_requires_grad)
+        return ScaleByAdanState(mu, delta, nu, prev, lw.count_init())
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        first = lw.step_value(state.count)
+        prev = lw.leaves(state.prev)
+        if isinstance(first, int):
+            diff = lw.zeros_like(gs) if first == 0 else lw.add(gs, prev, alpha=-1.0)
+        else:
+            diff = [torch.where(first == 0, torch.zeros_like(g), g - p) for g, p in zip(gs, prev)]
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        delta = lw.ema(lw.leaves(state.delta), diff, b2, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), lw.add(gs, diff, alpha=b2), b3, inplace)
+        new_prev = lw.assign(prev, gs, inplace)
+        count = lw.count_inc(state.count, inplace)
+        t = lw.step_value(count)
+        bc1, bc2, bc3 = (1.0 - _power(b, t) for b in (b1, b2, b3))
+        out = [
+            (m / bc1 + b2 * d / bc2) / ((n / bc3).sqrt() + eps) for m, d, n in zip(mu, delta, nu)
+        ]
+        new_state = ScaleByAdanState(
+            *(lw.unflatten(spec, x) for x in (mu, delta, nu, new_prev)), count
+        )
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,332 @@
+"""Building-block transformations that keep little or no state."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+from difopt import _leafwise as lw
+from difopt import _validate as check
+from difopt.base import EmptyState, GradientTransformation, transformation
+
+__all__ = [
+    "MaskedState",
+    "ScaleByScheduleState",
+    "TraceState",
+    "add_decayed_weights",
+    "flip_sign_and_add_weight_decay",
+    "masked",
+    "nan_to_num",
+    "scale",
+    "scale_by_neg_lr",
+    "scale_by_schedule",
+    "trace",
+]
+
+
+def _require_params(params: Any, who: str) -> None:
+    if params is None:
+        raise ValueError(f"{who} needs 'params': call update(updates, state, params=params)")
+
+
+def _check_same_structure(updates_spec: Any, params: Any, who: str) -> list[Any]:
+    p_leaves, p_spec = lw.flatten(params)
+    if p_spec != updates_spec:
+        raise ValueError(
+            f"{who}: 'params' has tree structure {p_spec}, which does not match the "
+            f"structure of 'updates' {updates_spec}"
+        )
+    return p_leaves
+
+
+@transformation
+def scale(step_size: float) -> GradientTransformation:
+    """Multiply updates by a constant ``step_size``.
+
+    Args:
+        step_size: the factor.
+    """
+    if not isinstance(step_size, (int, float)) or isinstance(step_size, bool):
+        if not (torch.is_tensor(step_size) and step_size.ndim == 0):
+            raise TypeError(
+                f"Invalid value for 'step_size': {step_size!r} (expected a float or 0-d tensor)"
+            )
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        xs, spec = lw.flatten(updates)
+        return lw.unflatten(spec, lw.mul(xs, step_size)), state
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByScheduleState(NamedTuple):
+    """State of :func:`scale_by_schedule`: the number of steps taken."""
+
+    count: torch.Tensor
+
+
+@transformation
+def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformation:
+    """Multiply updates by ``step_size_fn(count)``, ``count`` being the steps taken so far.
+
+    Args:
+        step_size_fn: a schedule, e.g. from :mod:`difopt.schedule`.
+    """
+    if not callable(step_size_fn):
+        raise TypeError(f"Invalid value for 'step_size_fn': {step_size_fn!r} (expected a callable)")
+
+    def init(params: Any) -> ScaleByScheduleState:
+        return ScaleByScheduleState(count=lw.count_init())
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        xs, spec = lw.flatten(updates)
+        factor = step_size_fn(lw.step_value(state.count))
+        out = lw.mul(xs, factor)
+        return lw.unflatten(spec, out), ScaleByScheduleState(lw.count_inc(state.count, inplace))
+
+    return GradientTransformation(init, update)
+
+
+class _NegatedSchedule:
+    """``-schedule(count)``, picklable where a lambda would not be."""
+
+    def __init__(self, schedule: Callable[[Any], Any]) -> None:
+        self.schedule = schedule
+
+    def __call__(self, count: Any) -> Any:
+        return -self.schedule(count)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NegatedSchedule) and other.schedule == self.schedule
+
+    def __repr__(self) -> str:
+        return f"-{self.schedule!r}"
+
+
+@transformation
+def scale_by_neg_lr(lr: Any) -> GradientTransformation:
+    """Multiply updates by ``-lr`` (``lr`` a float or a schedule): the last step of an alias.
+
+    Args:
+        lr: learning rate, a float or a schedule.
+    """
+    check.learning_rate("lr", lr)
+    if callable(lr):
+        return scale_by_schedule(_NegatedSchedule(lr))
+    return scale(-lr)
+
+
+@transformation
+def flip_sign_and_add_weight_decay(
+    weight_decay: float = 0.0, maximize: bool = False
+) -> GradientTransformation:
+    """Negate updates when ``maximize`` and add ``weight_decay * params`` (coupled decay).
+
+    This is torch.optim's handling of ``maximize`` and L2 ``weight_decay``: the gradient is
+    negated first, then the decay term is added.
+
+    Args:
+        weight_decay: L2 penalty coefficient.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.non_negative("weight_decay", weight_decay)
+    check.boolean("maximize", maximize)
+    if weight_decay == 0.0 and not maximize:
+        from difopt.base import identity
+
+        return identity()
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        xs, spec = lw.flatten(updates)
+        if weight_decay != 0.0:
+            _require_params(params, "flip_sign_and_add_weight_decay")
+            ps = _check_same_structure(spec, params, "flip_sign_and_add_weight_decay")
+        if maximize:
+            xs = lw.neg(xs)
+        if weight_decay != 0.0:
+            xs = lw.add(xs, ps, alpha=weight_decay)
+        return lw.unflatten(spec, xs), state
+
+    return GradientTransformation(init, update)
+
+
+class TraceState(NamedTuple):
+    """State of :func:`trace`: the momentum buffer and the number of steps taken."""
+
+    trace: Any
+    count: torch.Tensor
+
+
+@transformation
+def trace(
+    momentum: float = 0.9,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """Heavy-ball momentum, as torch.optim.SGD computes it.
+
+    The buffer starts as the first update (no dampening on the first step), then
+    ``buf = momentum * buf + (1 - dampening) * g``. The output is ``buf``, or
+    ``g + momentum * buf`` with ``nesterov``.
+
+    Args:
+        momentum: the momentum coefficient.
+        dampening: dampening of the update added to the buffer.
+        nesterov: use Nesterov momentum.
+        moment_requires_grad: create the buffer with ``requires_grad=True``.
+    """
+    check.non_negative("momentum", momentum)
+    check.closed_unit_interval("dampening", dampening)
+    check.boolean("nesterov", nesterov)
+    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        raise ValueError(
+            "Invalid combination: 'nesterov=True' requires 'momentum' > 0 and 'dampening' == 0"
+        )
+
+    def init(params: Any) -> TraceState:
+        ps, spec = lw.flatten(params)
+        buf = lw.zeros_like(ps, moment_requires_grad)
+        return TraceState(trace=lw.unflatten(spec, buf), count=lw.count_init())
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        buf = lw.leaves(state.trace)
+        first = lw.step_value(state.count)
+        if isinstance(first, int):
+            if first == 0:
+                new = lw.assign(buf, gs, inplace)
+            elif inplace:
+                new = lw.mul_(buf, momentum)
+                lw.add_(new, gs, alpha=1.0 - dampening)
+            else:
+                new = lw.add(lw.mul(buf, momentum), gs, alpha=1.0 - dampening)
+        else:  # traced counter: select the first-step branch arithmetically
+            damp = torch.where(first == 0, 1.0, 1.0 - dampening)
+            mom = torch.where(first == 0, 0.0, momentum)
+            new = [b * mom + damp * g for b, g in zip(buf, gs)]
+            new = lw.assign(buf, new, inplace)
+        out = lw.add(gs, new, alpha=momentum) if nesterov else new
+        new_state = TraceState(lw.unflatten(spec, new), lw.count_inc(state.count, inplace))
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)
+
+
+class MaskedState(NamedTuple):
+    """State of :func:`masked`: the inner transformation's state on the selected leaves."""
+
+    inner_state: Any
+
+
+def _mask_leaves(mask: Any, params: Any, spec: Any) -> list[bool]:
+    m = mask(params) if callable(mask) else mask
+    flags, m_spec = lw.flatten(m)
+    if m_spec != spec:
+        raise ValueError(
+            f"'mask' has tree structure {m_spec}, which does not match the parameters {spec}"
+        )
+    for f in flags:
+        if not isinstance(f, bool):
+            raise TypeError(f"'mask' leaves must be bools, got {type(f).__name__}")
+    return flags
+
+
+@transformation
+def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
+    """Apply ``inner`` only to the leaves where ``mask`` is True; pass the others through.
+
+    Args:
+        inner: the transformation to apply.
+        mask: a pytree of bools with the structure of the parameters, or a callable that
+            returns one given the parameters.
+    """
+    if not isinstance(inner, GradientTransformation):
+        raise TypeError(f"Invalid value for 'inner': {inner!r} (expected a GradientTransformation)")
+
+    def init(params: Any) -> MaskedState:
+        ps, spec = lw.flatten(params)
+        flags = _mask_leaves(mask, params, spec)
+        return MaskedState(inner.init([p for p, f in zip(ps, flags) if f]))
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        xs, spec = lw.flatten(updates)
+        if callable(mask) and params is None:
+            raise ValueError("masked() with a callable 'mask' needs 'params' in update()")
+        flags = _mask_leaves(mask, params if callable(mask) else None, spec)
+        sel = [x for x, f in zip(xs, flags) if f]
+        sel_params = None
+        if params is not None:
+            ps = _check_same_structure(spec, params, "masked")
+            sel_params = [p for p, f in zip(ps, flags) if f]
+        new_sel, inner_state = inner.update(
+            sel, state.inner_state, params=sel_params, inplace=inplace
+        )
+        it = iter(new_sel)
+        out = [next(it) if f else x for x, f in zip(xs, flags)]
+        return lw.unflatten(spec, out), MaskedState(inner_state)
+
+    return GradientTransformation(init, update)
+
+
+@transformation
+def add_decayed_weights(weight_decay: float = 0.0, mask: Any = None) -> GradientTransformation:
+    """Add ``weight_decay * params`` to the updates (decoupled decay when placed after scaling).
+
+    Args:
+        weight_decay: the decay coefficient.
+        mask: optional pytree of bools (or callable returning one) selecting decayed leaves.
+    """
+    check.non_negative("weight_decay", weight_decay)
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        if weight_decay == 0.0:
+            return updates, state
+        _require_params(params, "add_decayed_weights")
+        xs, spec = lw.flatten(updates)
+        ps = _check_same_structure(spec, params, "add_decayed_weights")
+        return lw.unflatten(spec, lw.add(xs, ps, alpha=weight_decay)), state
+
+    plain = GradientTransformation(init, update)
+    if mask is not None:
+        return masked(plain, mask)
+    return plain
+
+
+@transformation
+def nan_to_num(
+    nan: float = 0.0, posinf: float | None = None, neginf: float | None = None
+) -> GradientTransformation:
+    """Replace NaN and infinite values in the updates, as :func:`torch.nan_to_num` does.
+
+    Args:
+        nan: the value for NaN.
+        posinf: the value for +inf (default: the dtype's largest finite value).
+        neginf: the value for -inf (default: the dtype's lowest finite value).
+    """
+    for name, v in (("nan", nan), ("posinf", posinf), ("neginf", neginf)):
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise TypeError(f"Invalid value for '{name}': {v!r} (expected a float or None)")
+    if nan is not None and math.isnan(nan):
+        raise ValueError("Invalid value for 'nan': nan (expected a number)")
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        xs, spec = lw.flatten(updates)
+        out = [torch.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf) for x in xs]
+        return lw.unflatten(spec, out), state
+
+    return GradientTransformation(init, update)

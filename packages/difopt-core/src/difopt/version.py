@@ -1,0 +1,3 @@
+"""difopt-core's version."""
+
+__version__ = "0.1.0"
