@@ -34,7 +34,19 @@ from difopt import (
 )
 from difopt import registry as _plugins
 from difopt.accelerated_op import is_available as accelerated_op_available
-from difopt.alias import adadelta, adagrad, adam, adamax, adamw, adan, lion, nadam, radam, rmsprop, sgd
+from difopt.alias import (
+    adadelta,
+    adagrad,
+    adam,
+    adamax,
+    adamw,
+    adan,
+    lion,
+    nadam,
+    radam,
+    rmsprop,
+    sgd,
+)
 from difopt.base import GradientTransformation, identity
 from difopt.clip import clip_grad_norm
 from difopt.combine import chain
@@ -45,8 +57,8 @@ from difopt.optim import (
     Adadelta,
     AdaGrad,
     Adagrad,
-    AdaMax,
     Adam,
+    AdaMax,
     Adamax,
     AdamW,
     Adan,
@@ -56,8 +68,8 @@ from difopt.optim import (
     MetaAdadelta,
     MetaAdaGrad,
     MetaAdagrad,
-    MetaAdaMax,
     MetaAdam,
+    MetaAdaMax,
     MetaAdamax,
     MetaAdamW,
     MetaAdan,

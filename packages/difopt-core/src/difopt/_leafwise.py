@@ -16,7 +16,7 @@ import torch
 
 from difopt.pytree import NAMESPACE
 
-Tensors = Sequence[torch.Tensor]
+Tensors = Union[list[torch.Tensor], tuple[torch.Tensor, ...]]  # what torch._foreach_* accepts
 Scalar = Union[float, int, torch.Tensor]
 
 
@@ -38,11 +38,14 @@ def unflatten(spec: optree.PyTreeSpec, xs: Sequence[Any]) -> Any:
 
 
 def zeros_like(xs: Tensors, requires_grad: bool = False) -> list[torch.Tensor]:
-    return [torch.zeros_like(x).requires_grad_(requires_grad) for x in xs]
+    return full_like(xs, 0.0, requires_grad)
 
 
 def full_like(xs: Tensors, value: float, requires_grad: bool = False) -> list[torch.Tensor]:
-    return [torch.full_like(x, value).requires_grad_(requires_grad) for x in xs]
+    # requires_grad_ is refused inside torch.func transforms; there it is not needed.
+    if requires_grad and not torch._C._are_functorch_transforms_active():
+        return [torch.full_like(x, value).requires_grad_() for x in xs]
+    return [torch.full_like(x, value) for x in xs]
 
 
 def mul(xs: Tensors, s: Scalar) -> list[torch.Tensor]:

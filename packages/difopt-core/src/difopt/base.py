@@ -76,8 +76,7 @@ class ChainedGradientTransformation(GradientTransformation):
                     flat.append(t)
             else:
                 raise TypeError(
-                    f"chain() argument {i} must be a GradientTransformation, "
-                    f"got {type(t).__name__}"
+                    f"chain() argument {i} must be a GradientTransformation, got {type(t).__name__}"
                 )
         parts = tuple(flat)
 
@@ -98,7 +97,7 @@ class ChainedGradientTransformation(GradientTransformation):
                 new_state.append(s)
             return updates, tuple(new_state)
 
-        obj = super().__new__(cls, init, update)  # type: ignore[arg-type]
+        obj = super().__new__(cls, init, update)
         obj.transformations = parts
         return obj
 
@@ -123,7 +122,7 @@ class ChainedGradientTransformation(GradientTransformation):
 
 class _Identity(GradientTransformation):
     def __new__(cls) -> _Identity:
-        return super().__new__(cls, _identity_init, _identity_update)  # type: ignore[arg-type]
+        return super().__new__(cls, _identity_init, _identity_update)
 
     def __repr__(self) -> str:
         return "identity()"
@@ -163,6 +162,8 @@ class _RecordedTransformation(GradientTransformation):
     alone cannot have.
     """
 
+    _difopt_call: tuple[Callable[..., Any], tuple[tuple[str, Any], ...]]
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._difopt_call[1])
         return f"{self._difopt_call[0].__name__}({args})"
@@ -198,7 +199,7 @@ def transformation(factory: _F) -> _F:
         bound.apply_defaults()
         inner = factory(*bound.args, **bound.kwargs)
         out = _RecordedTransformation(inner.init, inner.update)
-        out._difopt_call = (wrapper, tuple(bound.arguments.items()))  # type: ignore[attr-defined]
+        out._difopt_call = (wrapper, tuple(bound.arguments.items()))
         return out
 
     return wrapper  # type: ignore[return-value]

@@ -43,7 +43,7 @@ def clip_grad_norm(
         if not xs:
             return updates, state
         if lw.foreach_ok(xs):
-            norms = torch._foreach_norm(xs, norm_type)
+            norms: lw.Tensors = torch._foreach_norm(xs, norm_type)
         else:
             norms = [torch.linalg.vector_norm(x, norm_type) for x in xs]
         total = torch.linalg.vector_norm(torch.stack(list(norms)), norm_type)

@@ -119,9 +119,7 @@ def tree_vdot_real(tree_x: Any, tree_y: Any) -> torch.Tensor:
     leaves_x, spec_x = optree.tree_flatten(tree_x, namespace=NAMESPACE)
     leaves_y, spec_y = optree.tree_flatten(tree_y, namespace=NAMESPACE)
     if spec_x != spec_y:
-        raise ValueError(
-            f"tree_vdot_real(): 'tree_y' has structure {spec_y}, expected {spec_x}"
-        )
+        raise ValueError(f"tree_vdot_real(): 'tree_y' has structure {spec_y}, expected {spec_x}")
     if not leaves_x:
         return torch.zeros(())
     return functools.reduce(operator.add, map(_vdot_real, leaves_x, leaves_y))

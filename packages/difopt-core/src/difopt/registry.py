@@ -87,7 +87,7 @@ class PluginInfo:
     value: str
     distribution: str
     version: str
-    status: str = "not loaded"  # "loaded", "failed", "incompatible", "disabled"
+    status: str = "not loaded"  # "loaded", "failed", "incompatible", "disabled", "built-in"
     error: str | None = None
 
 
@@ -125,7 +125,9 @@ def discover() -> None:
             version = (dist.version if dist is not None else None) or "?"
             info = PluginInfo(group, ep.name, ep.value, dist_name, version)
             is_core = _normalize(dist_name) == _CORE_DIST
-            if not is_core and (
+            if is_core:
+                info.status = "built-in"
+            elif (
                 "*" in disabled
                 or _normalize(dist_name) in disabled
                 or _normalize(ep.name) in disabled
@@ -157,9 +159,11 @@ def _strict() -> bool:
 
 
 def _check_api(obj: Any, entry: _Entry) -> None:
-    module = sys.modules.get(getattr(obj, "__module__", "") or "") if not hasattr(
-        obj, "DIFOPT_PLUGIN_API"
-    ) else obj
+    module = (
+        sys.modules.get(getattr(obj, "__module__", "") or "")
+        if not hasattr(obj, "DIFOPT_PLUGIN_API")
+        else obj
+    )
     declared = getattr(module, "DIFOPT_PLUGIN_API", None)
     if declared is None:
         module = sys.modules.get(entry.entry_point.module) if entry.entry_point else None
@@ -182,7 +186,7 @@ def load(group: str, name: str) -> Any:
     entry = _registry.get(group, {}).get(name)
     if entry is None or entry.info.status == "disabled":
         raise KeyError(name)
-    if entry.info.status == "loaded":
+    if entry.obj is not None:
         return entry.obj
     if entry.cause is None:
         try:
@@ -191,9 +195,7 @@ def load(group: str, name: str) -> Any:
             _check_api(obj, entry)
         except Exception as exc:  # noqa: BLE001  (a plugin must never break the host)
             entry.cause = exc
-            entry.info.status = (
-                "incompatible" if "plugin API" in str(exc) else "failed"
-            )
+            entry.info.status = "incompatible" if "plugin API" in str(exc) else "failed"
             entry.info.error = f"{type(exc).__name__}: {exc}"
             message = (
                 f"difopt plugin '{entry.info.distribution}' ({group}: {name} = "
@@ -203,7 +205,8 @@ def load(group: str, name: str) -> Any:
                 warn_once(f"load:{group}:{name}", message)
         else:
             entry.obj = obj
-            entry.info.status = "loaded"
+            if entry.info.status != "built-in":
+                entry.info.status = "loaded"
             return obj
     raise PluginLoadError(
         f"difopt plugin '{entry.info.distribution}' providing {group}:{name} failed to load: "

@@ -144,8 +144,12 @@ def extract_state_dict(
     if enable_visual:
         visual = {}
         lookup = {id(v): f"{visual_prefix}{k}" for k, v in target.named_parameters()}
-        originals = [v for c in _module_containers(target, "_parameters") for v in c.values()
-                     if v is not None]
+        originals = [
+            v
+            for c in _module_containers(target, "_parameters")
+            for v in c.values()
+            if v is not None
+        ]
         for orig, new in zip(originals, (v for c in params for v in c.values())):
             visual[lookup.get(id(orig), f"{visual_prefix}{id(orig)}")] = new
     return ModuleState(params, buffers, visual, detach_buffers)

@@ -104,6 +104,11 @@ def sgd(
     """
     check.learning_rate("lr", lr)
     check.non_negative("momentum", momentum)
+    check.boolean("nesterov", nesterov)
+    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        raise ValueError(
+            "Invalid combination: 'nesterov=True' requires 'momentum' > 0 and 'dampening' == 0"
+        )
     return chain(
         flip_sign_and_add_weight_decay(weight_decay, maximize),
         trace(momentum, dampening, nesterov, moment_requires_grad) if momentum else identity(),
@@ -164,8 +169,17 @@ def adam(
         maximize: maximize the objective instead of minimizing it.
         use_accelerated_op: use a fused native op from the plugin registry when installed.
     """
-    return _adam_like(lr, betas, eps, weight_decay, eps_root, moment_requires_grad, maximize,
-                      use_accelerated_op, decoupled=False)
+    return _adam_like(
+        lr,
+        betas,
+        eps,
+        weight_decay,
+        eps_root,
+        moment_requires_grad,
+        maximize,
+        use_accelerated_op,
+        decoupled=False,
+    )
 
 
 @forms("AdamW", "MetaAdamW", meta_defaults=_META)
@@ -195,12 +209,26 @@ def adamw(
         maximize: maximize the objective instead of minimizing it.
         use_accelerated_op: use a fused native op from the plugin registry when installed.
     """
-    return _adam_like(lr, betas, eps, weight_decay, eps_root, moment_requires_grad, maximize,
-                      use_accelerated_op, decoupled=True, mask=mask)
+    return _adam_like(
+        lr,
+        betas,
+        eps,
+        weight_decay,
+        eps_root,
+        moment_requires_grad,
+        maximize,
+        use_accelerated_op,
+        decoupled=True,
+        mask=mask,
+    )
 
 
-@forms("Adamax", "MetaAdamax", classic_defaults={"lr": 2e-3, "eps": 1e-8},
-       meta_defaults={**_META, "lr": 2e-3, "eps": 1e-8})
+@forms(
+    "Adamax",
+    "MetaAdamax",
+    classic_defaults={"lr": 2e-3, "eps": 1e-8},
+    meta_defaults={**_META, "lr": 2e-3, "eps": 1e-8},
+)
 def adamax(
     lr: Any = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -229,8 +257,7 @@ def adamax(
     )
 
 
-@forms("RAdam", "MetaRAdam", classic_defaults={"eps": 1e-8},
-       meta_defaults={**_META, "eps": 1e-8})
+@forms("RAdam", "MetaRAdam", classic_defaults={"eps": 1e-8}, meta_defaults={**_META, "eps": 1e-8})
 def radam(
     lr: Any = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -259,8 +286,7 @@ def radam(
     )
 
 
-@forms("Adadelta", "MetaAdadelta", classic_defaults={"lr": 1.0},
-       meta_defaults={**_META, "lr": 1.0})
+@forms("Adadelta", "MetaAdadelta", classic_defaults={"lr": 1.0}, meta_defaults={**_META, "lr": 1.0})
 def adadelta(
     lr: Any = 1e-3,
     rho: float = 0.9,

@@ -14,7 +14,8 @@ __all__ = ["MetaGradientModule"]
 def _meta_inputs(args: Any, kwargs: Any) -> tuple[dict[int, torch.Tensor], dict[int, nn.Module]]:
     import optree
 
-    leaves = optree.tree_leaves((args, kwargs), is_leaf=lambda x: isinstance(x, nn.Module))
+    inputs: Any = (args, kwargs)  # optree's PyTree type does not admit a plain tuple
+    leaves = optree.tree_leaves(inputs, is_leaf=lambda x: isinstance(x, nn.Module))
     tensors = {id(x): x for x in leaves if torch.is_tensor(x) and x.requires_grad}
     modules = {id(x): x for x in leaves if isinstance(x, nn.Module)}
     return tensors, modules

@@ -39,13 +39,15 @@ def swap_state(
         except AttributeError as exc:
             raise KeyError(f"'named_tensors' names {name!r}, which is not in the module") from exc
         if attr in owner._parameters:
-            container = owner._parameters
+            container: dict[str, Any] = owner._parameters
         elif attr in owner._buffers:
             container = owner._buffers
         else:
             raise KeyError(f"'named_tensors' names {name!r}, which is not a parameter or buffer")
         if value is not None and not torch.is_tensor(value):
-            raise TypeError(f"'named_tensors'[{name!r}] must be a tensor, got {type(value).__name__}")
+            raise TypeError(
+                f"'named_tensors'[{name!r}] must be a tensor, got {type(value).__name__}"
+            )
         plan.append((name, container, attr, value))
     if not allow_missing:
         given = {name for name, *_ in plan}
@@ -54,7 +56,7 @@ def swap_state(
         missing = sorted(expected - given)
         if missing:
             raise KeyError(f"'named_tensors' misses {missing} (pass allow_missing=True)")
-    old = {}
+    old: dict[str, Any] = {}
     for name, container, attr, value in plan:
         old[name] = container[attr]
         container[attr] = value

@@ -34,7 +34,9 @@ def default_name(fn: Alias) -> str:
     return name[:1].upper() + name[1:]
 
 
-def _signature(fn: Alias, first: str, defaults: dict[str, Any], drop: set[str]) -> inspect.Signature:
+def _signature(
+    fn: Alias, first: str, defaults: dict[str, Any], drop: set[str]
+) -> inspect.Signature:
     params = [inspect.Parameter(first, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     for p in inspect.signature(fn).parameters.values():
         if p.name in drop:
@@ -45,8 +47,15 @@ def _signature(fn: Alias, first: str, defaults: dict[str, Any], drop: set[str]) 
     return inspect.Signature(params)
 
 
-def _build(fn: Alias, base: type, first: str, name: str, overrides: dict[str, Any],
-           fixed: dict[str, Any], doc_head: str) -> type:
+def _build(
+    fn: Alias,
+    base: type,
+    first: str,
+    name: str,
+    overrides: dict[str, Any],
+    fixed: dict[str, Any],
+    doc_head: str,
+) -> type:
     alias_params = inspect.signature(fn).parameters
     fixed = {k: v for k, v in fixed.items() if k in alias_params}
     overrides = {k: v for k, v in overrides.items() if k in alias_params}
@@ -59,18 +68,25 @@ def _build(fn: Alias, base: type, first: str, name: str, overrides: dict[str, An
         hyper = dict(bound.arguments)
         impl = fn(**hyper, **fixed)  # validates the hyper-parameters before any state exists
         self.defaults = hyper
-        base.__init__(self, target, impl)
+        base.__init__(self, target, impl)  # type: ignore[misc]
 
     __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *sig.parameters.values()]
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *sig.parameters.values(),
+        ]
     )
     doc = f"{doc_head}\n\n{inspect.cleandoc(fn.__doc__ or '')}"
     if fn.__module__ == "difopt.alias":  # built-ins live where TorchOpt had them
         module = "difopt.optim" if base is Optimizer else "difopt.optim.meta"
     else:
         module = fn.__module__
-    namespace = {"__init__": __init__, "__doc__": doc, "__module__": module,
-                 "alias": staticmethod(fn)}
+    namespace = {
+        "__init__": __init__,
+        "__doc__": doc,
+        "__module__": module,
+        "alias": staticmethod(fn),
+    }
     return type(name, (base,), namespace)
 
 

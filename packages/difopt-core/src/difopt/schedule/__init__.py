@@ -52,8 +52,14 @@ class _Schedule:
 
 
 class _Polynomial(_Schedule):
-    def __init__(self, init_value: float, end_value: float, power: float, transition_steps: int,
-                 transition_begin: int) -> None:
+    def __init__(
+        self,
+        init_value: float,
+        end_value: float,
+        power: float,
+        transition_steps: int,
+        transition_begin: int,
+    ) -> None:
         self.init_value = init_value
         self.end_value = end_value
         self.power = power
@@ -99,8 +105,15 @@ def linear_schedule(
 
 
 class _Exponential(_Schedule):
-    def __init__(self, init_value: float, decay_rate: float, transition_begin: int,
-                 transition_steps: int, staircase: bool, end_value: float | None) -> None:
+    def __init__(
+        self,
+        init_value: float,
+        decay_rate: float,
+        transition_begin: int,
+        transition_steps: int,
+        staircase: bool,
+        end_value: float | None,
+    ) -> None:
         self.init_value = init_value
         self.decay_rate = decay_rate
         self.transition_begin = transition_begin
@@ -152,8 +165,9 @@ def exponential_decay(
     check.boolean("staircase", staircase)
     if end_value is not None:
         _is_finite("end_value", end_value)
-    return _Exponential(init_value, decay_rate, transition_begin, transition_steps, staircase,
-                        end_value)
+    return _Exponential(
+        init_value, decay_rate, transition_begin, transition_steps, staircase, end_value
+    )
 
 
 class _Cosine(_Schedule):
@@ -191,8 +205,15 @@ def cosine_decay(
 
 
 class _WarmupCosine(_Schedule):
-    def __init__(self, init_value: float, peak_value: float, warmup_steps: int, decay_steps: int,
-                 end_value: float, exponent: float) -> None:
+    def __init__(
+        self,
+        init_value: float,
+        peak_value: float,
+        warmup_steps: int,
+        decay_steps: int,
+        end_value: float,
+        exponent: float,
+    ) -> None:
         self.init_value = init_value
         self.peak_value = peak_value
         self.warmup_steps = warmup_steps

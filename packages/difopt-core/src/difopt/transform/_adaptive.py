@@ -56,7 +56,7 @@ class ScaleByAdamState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
 
 
 def _adam_direction(
@@ -66,15 +66,19 @@ def _adam_direction(
     bc2: Any,
     eps: float,
     eps_root: float,
+    inplace: bool,
 ) -> list[torch.Tensor]:
-    """``(mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)`` with the corrections folded in."""
-    if eps_root == 0.0 and not torch.is_tensor(bc1):
-        # sqrt(nu / bc2) + eps, times bc1: two scalar passes, and mu is divided once.
+    """``(mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)``."""
+    if inplace and eps_root == 0.0 and not torch.is_tensor(bc1):
+        # In place on a fresh buffer (no graph to keep): sqrt(nu / bc2) + eps, times bc1,
+        # takes two scalar passes, and mu is divided once.
         denom = lw.sqrt(nu)
         lw.mul_(denom, bc1 / math.sqrt(bc2))
         lw.add_scalar_(denom, eps * bc1)
         return lw.div(mu, denom)
-    nu_hat = lw.add_scalar(lw.mul(nu, 1.0 / bc2), eps_root)
+    nu_hat = lw.mul(nu, 1.0 / bc2)
+    if eps_root != 0.0:
+        nu_hat = lw.add_scalar(nu_hat, eps_root)
     denom = lw.add_scalar(lw.sqrt(nu_hat), eps)
     return lw.div(lw.mul(mu, 1.0 / bc1), denom)
 
@@ -118,7 +122,9 @@ def scale_by_adam(
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = lw.count_inc(state.count, inplace)
         t = lw.step_value(count)
-        out = _adam_direction(mu, nu, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root)
+        out = _adam_direction(
+            mu, nu, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
+        )
         new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return lw.unflatten(spec, out), new_state
 
@@ -171,7 +177,7 @@ class ScaleByAdamaxState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -209,7 +215,7 @@ class ScaleByRAdamState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -256,12 +262,12 @@ def scale_by_radam(
                 out = mu_hat
         else:
             ok = rho_t > threshold
-            safe = torch.where(ok, rho_t, rho_inf)
-            rect = torch.sqrt(
+            safe = torch.where(ok, rho_t, rho_inf)  # type: ignore[arg-type]
+            rect = torch.sqrt(  # type: ignore[assignment]
                 (safe - 4) * (safe - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe)
             )
             out = [
-                torch.where(ok, m * rect * torch.sqrt(bc2) / (v.sqrt() + eps), m)
+                torch.where(ok, m * rect * torch.sqrt(bc2) / (v.sqrt() + eps), m)  # type: ignore[arg-type]
                 for m, v in zip(mu_hat, nu)
             ]
         new_state = ScaleByRAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
@@ -380,7 +386,9 @@ class ScaleByRssState(NamedTuple):
 
 
 @transformation
-def scale_by_rss(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> GradientTransformation:
+def scale_by_rss(
+    initial_accumulator_value: float = 0.0, eps: float = 1e-10
+) -> GradientTransformation:
     """Divide updates by the root of the sum of their squares (Adagrad).
 
     ``s = s + g^2``; output ``g / (sqrt(s) + eps)``.
@@ -397,7 +405,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> 
         s_old = lw.leaves(state.sum_of_squares)
         if inplace and lw.foreach_ok(s_old):
             torch._foreach_addcmul_(s_old, gs, gs)
-            s = s_old
+            s: lw.Tensors = s_old
         else:
             s = lw.assign(s_old, [a + g * g for a, g in zip(s_old, gs)], inplace)
         out = lw.div(gs, lw.add_scalar(lw.sqrt(s), eps))
@@ -411,7 +419,7 @@ class ScaleByNadamState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
     mu_product: torch.Tensor
 
 
@@ -503,7 +511,7 @@ class ScaleByAdanState(NamedTuple):
     delta: Any
     nu: Any
     prev: Any
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -551,7 +559,7 @@ def scale_by_adan(
         out = [
             (m / bc1 + b2 * d / bc2) / ((n / bc3).sqrt() + eps) for m, d, n in zip(mu, delta, nu)
         ]
-        new_state = ScaleByAdanState(
+        new_state = ScaleByAdanState(  # type: ignore[call-arg]
             *(lw.unflatten(spec, x) for x in (mu, delta, nu, new_prev)), count
         )
         return lw.unflatten(spec, out), new_state

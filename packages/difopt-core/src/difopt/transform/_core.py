@@ -67,7 +67,7 @@ def scale(step_size: float) -> GradientTransformation:
 class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule`: the number of steps taken."""
 
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -162,7 +162,7 @@ class TraceState(NamedTuple):
     """State of :func:`trace`: the momentum buffer and the number of steps taken."""
 
     trace: Any
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
 
 
 @transformation

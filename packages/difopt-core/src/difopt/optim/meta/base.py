@@ -29,9 +29,7 @@ def _containers(module: nn.Module) -> tuple[dict[str, Any], ...]:
 
 
 def _trainable(containers: tuple[dict[str, Any], ...]) -> list[tuple[dict[str, Any], str]]:
-    return [
-        (c, k) for c in containers for k, p in c.items() if p is not None and p.requires_grad
-    ]
+    return [(c, k) for c in containers for k, p in c.items() if p is not None and p.requires_grad]
 
 
 class MetaOptimizer:
@@ -56,9 +54,7 @@ class MetaOptimizer:
 
     def __init__(self, module: nn.Module, impl: GradientTransformation) -> None:
         if not isinstance(impl, GradientTransformation):
-            raise TypeError(
-                f"'impl' must be a GradientTransformation, got {type(impl).__name__}"
-            )
+            raise TypeError(f"'impl' must be a GradientTransformation, got {type(impl).__name__}")
         self.impl = impl
         self.param_containers_groups: list[tuple[dict[str, Any], ...]] = []
         self.state_groups: list[Any] = []

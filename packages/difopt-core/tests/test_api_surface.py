@@ -1,0 +1,166 @@
+"""TorchOpt 0.7.3's public surface exists in difopt; every name in every __all__ resolves."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import difopt
+from difopt import registry
+
+# TorchOpt 0.7.3: module path -> the public names it exports (its __all__ lists).
+TORCHOPT_SURFACE = {
+    "difopt": [
+        "accelerated_op_available", "adam", "adamax", "adadelta", "radam", "adamw", "adagrad",
+        "rmsprop", "sgd", "clip_grad_norm", "nan_to_num", "register_hook", "chain", "Optimizer",
+        "SGD", "Adam", "AdaMax", "Adamax", "AdaDelta", "Adadelta", "RAdam", "AdamW", "AdaGrad",
+        "Adagrad", "RMSProp", "RMSprop", "MetaOptimizer", "MetaSGD", "MetaAdam", "MetaAdaMax",
+        "MetaAdamax", "MetaAdaDelta", "MetaAdadelta", "MetaRAdam", "MetaAdamW", "MetaAdaGrad",
+        "MetaAdagrad", "MetaRMSProp", "MetaRMSprop", "FuncOptimizer", "apply_updates",
+        "extract_state_dict", "recover_state_dict", "stop_gradient", "module_clone",
+        "module_detach_",
+        # submodules
+        "accelerated_op", "alias", "base", "clip", "combine", "diff", "distributed", "hook",
+        "linalg", "linear_solve", "nn", "optim", "pytree", "schedule", "transform", "typing",
+        "update", "utils", "version", "visual",
+    ],
+    "difopt.alias": ["adagrad", "radam", "adam", "adamax", "adadelta", "adamw", "rmsprop", "sgd"],
+    "difopt.base": ["EmptyState", "UninitializedState", "GradientTransformation",
+                    "ChainedGradientTransformation", "identity"],
+    "difopt.combine": ["chain", "chain_flat"],
+    "difopt.hook": ["zero_nan_hook", "nan_to_num_hook", "register_hook"],
+    "difopt.clip": ["clip_grad_norm"],
+    "difopt.update": ["apply_updates"],
+    "difopt.utils": ["ModuleState", "stop_gradient", "extract_state_dict", "recover_state_dict",
+                     "module_clone", "module_detach_"],
+    "difopt.pytree": ["tree_flatten_as_tuple", "tree_pos", "tree_neg", "tree_add",
+                      "tree_add_scalar_mul", "tree_sub", "tree_sub_scalar_mul", "tree_mul",
+                      "tree_matmul", "tree_scalar_mul", "tree_truediv", "tree_vdot_real",
+                      "tree_wait", "tree_map", "tree_flatten", "tree_unflatten", "tree_leaves",
+                      "tree_structure"],
+    "difopt.typing": ["GradientTransformation", "ChainedGradientTransformation", "EmptyState",
+                      "UninitializedState", "Params", "Updates", "OptState", "Scalar", "Numeric",
+                      "Schedule", "ScalarOrSchedule", "PyTree", "Tensor", "OptionalTensor",
+                      "ListOfTensors", "TupleOfTensors", "SequenceOfTensors", "TensorOrTensors",
+                      "TensorTree", "ListOfOptionalTensors", "TupleOfOptionalTensors",
+                      "SequenceOfOptionalTensors", "OptionalTensorOrOptionalTensors",
+                      "OptionalTensorTree", "TensorContainer", "ModuleTensorContainers",
+                      "Future", "LinearSolver", "Device", "Size", "Distribution", "SampleFunc",
+                      "Samplable"],
+    "difopt.schedule": ["exponential_decay", "polynomial_schedule", "linear_schedule"],
+    "difopt.transform": ["trace", "scale", "scale_by_schedule", "add_decayed_weights", "masked",
+                         "scale_by_adam", "scale_by_adamax", "scale_by_adadelta",
+                         "scale_by_radam", "scale_by_accelerated_adam", "scale_by_rss",
+                         "scale_by_rms", "scale_by_stddev", "nan_to_num"],
+    "difopt.optim": ["meta", "AdaDelta", "Adadelta", "AdaGrad", "Adagrad", "Adam", "AdaMax",
+                     "Adamax", "AdamW", "Optimizer", "FuncOptimizer", "RAdam", "RMSProp",
+                     "RMSprop", "SGD"],
+    "difopt.optim.meta": ["MetaAdaDelta", "MetaAdadelta", "MetaAdaGrad", "MetaAdagrad",
+                          "MetaAdam", "MetaAdaMax", "MetaAdamax", "MetaAdamW", "MetaOptimizer",
+                          "MetaRAdam", "MetaRMSProp", "MetaRMSprop", "MetaSGD"],
+    "difopt.optim.func": ["FuncOptimizer"],
+    "difopt.nn": ["MetaGradientModule", "reparametrize", "reparameterize", "swap_state"],
+    "difopt.accelerated_op": ["is_available"],
+    "difopt.version": ["__version__"],
+}
+
+# Paths whose contents come from a plugin: (module, names, entry group, entry name, package).
+PLUGIN_SURFACE = [
+    ("difopt.diff.implicit", ["custom_root", "ImplicitMetaGradientModule"], "difopt.diff",
+     "implicit", "difopt-implicit"),
+    ("difopt.diff.zero_order", ["zero_order", "ZeroOrderGradientModule"], "difopt.diff",
+     "zero_order", "difopt-zeroorder"),
+    ("difopt.linear_solve", ["solve_cg", "solve_normal_cg", "solve_inv"], "difopt.diff",
+     "implicit", "difopt-implicit"),
+    ("difopt.linalg", ["cg", "ns", "ns_inv"], "difopt.diff", "implicit", "difopt-implicit"),
+    ("difopt.nn", ["ImplicitMetaGradientModule"], "difopt.diff", "implicit", "difopt-implicit"),
+    ("difopt.nn", ["ZeroOrderGradientModule"], "difopt.diff", "zero_order", "difopt-zeroorder"),
+    ("difopt.diff", ["ImplicitMetaGradientModule"], "difopt.diff", "implicit", "difopt-implicit"),
+    ("difopt.visual", ["make_dot", "resize_graph"], "difopt.visual", "visual", "difopt-visual"),
+    ("difopt.distributed", ["is_available", "auto_init_rpc", "parallelize", "get_rank",
+                            "dim_partitioner", "mean_reducer", "autograd"],
+     "difopt.distributed", "distributed", "difopt-distributed"),
+]
+
+
+@pytest.mark.parametrize("module", sorted(TORCHOPT_SURFACE))
+def test_torchopt_names_exist(module):
+    mod = importlib.import_module(module)
+    missing = [n for n in TORCHOPT_SURFACE[module] if not hasattr(mod, n)]
+    assert not missing, f"{module} lacks {missing}"
+
+
+@pytest.mark.parametrize("module,names,group,entry,package", PLUGIN_SURFACE,
+                         ids=[f"{m}:{n[0]}" for m, n, *_ in PLUGIN_SURFACE])
+def test_plugin_backed_names(module, names, group, entry, package):
+    mod = importlib.import_module(module)
+    installed = entry in registry.names(group)
+    for name in names:
+        if installed:
+            assert getattr(mod, name) is not None
+        else:
+            with pytest.raises(registry.PluginNotInstalledError, match=package):
+                getattr(mod, name)
+
+
+CORE_MODULES = ["difopt", "difopt.alias", "difopt.base", "difopt.clip", "difopt.combine",
+                "difopt.hook", "difopt.nn", "difopt.optim", "difopt.optim.meta",
+                "difopt.optim.func", "difopt.pytree", "difopt.schedule", "difopt.transform",
+                "difopt.typing", "difopt.update", "difopt.utils", "difopt.registry"]
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_every_name_in_all_resolves(module):
+    mod = importlib.import_module(module)
+    unresolved = []
+    for name in mod.__all__:
+        try:
+            getattr(mod, name)
+        except registry.PluginNotInstalledError:
+            continue  # plugin-backed and not installed here; covered above
+        except AttributeError:
+            unresolved.append(name)
+    assert not unresolved
+
+
+def test_import_difopt_as_torchopt_runs_torchopt_style_code():
+    import torch
+
+    import difopt as torchopt
+
+    net = torch.nn.Linear(3, 1)
+    optim = torchopt.MetaAdam(net, lr=0.1)
+    x = torch.randn(4, 3)
+    net_state = torchopt.extract_state_dict(net, by="reference", detach_buffers=True)
+    optim_state = torchopt.extract_state_dict(optim, by="reference")
+    for _ in range(2):
+        optim.step(net(x).pow(2).mean())
+    net(x).sum().backward()
+    torchopt.recover_state_dict(net, net_state)
+    torchopt.recover_state_dict(optim, optim_state)
+    torchopt.stop_gradient(net)
+    torchopt.stop_gradient(optim)
+    impl = torchopt.chain(torchopt.clip_grad_norm(1.0), torchopt.sgd(0.1))
+    params = tuple(net.parameters())
+    updates, _ = impl.update(tuple(torch.ones_like(p) for p in params), impl.init(params))
+    torchopt.apply_updates(params, updates)
+
+
+def test_three_forms_share_signature_and_docs():
+    """The classic and meta classes are generated from the alias: same parameters and docs."""
+    for fn in (difopt.sgd, difopt.adam, difopt.adamw, difopt.adamax, difopt.radam,
+               difopt.adadelta, difopt.adagrad, difopt.rmsprop, difopt.nadam, difopt.lion,
+               difopt.adan):
+        classic = getattr(difopt, fn.__difopt_forms__["classic_name"])
+        meta = getattr(difopt, fn.__difopt_forms__["meta_name"])
+        alias_params = list(inspect.signature(fn).parameters)
+        assert list(inspect.signature(classic).parameters) == ["params"] + [
+            p for p in alias_params if p != "moment_requires_grad"]
+        assert list(inspect.signature(meta).parameters) == ["module"] + alias_params
+        assert inspect.cleandoc(fn.__doc__) in classic.__doc__
+        assert inspect.cleandoc(fn.__doc__) in meta.__doc__
+        assert classic.alias is fn and meta.alias is fn
+    assert inspect.signature(difopt.Adadelta).parameters["lr"].default == 1.0
+    assert inspect.signature(difopt.MetaAdam).parameters["moment_requires_grad"].default is True

@@ -1,0 +1,201 @@
+"""Classic and functional forms match torch.optim (the independent oracle) in float64."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import make_data, make_mlp, max_rel_err, mse
+
+import difopt
+
+STEPS = 20
+RTOL = 1e-6
+
+# (difopt name, torch.optim class, hyper-parameters); each row runs in both forms.
+CASES = [
+    ("adam", torch.optim.Adam, dict(lr=1e-2)),
+    ("adam", torch.optim.Adam, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    ("adam", torch.optim.Adam, dict(lr=1e-2, maximize=True)),
+    ("adamw", torch.optim.AdamW, dict(lr=1e-2)),
+    ("adamw", torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.5, maximize=True)),
+    ("sgd", torch.optim.SGD, dict(lr=1e-2)),
+    ("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.9)),
+    ("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.9, nesterov=True)),
+    ("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.9, dampening=0.3, weight_decay=0.05)),
+    ("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.5, maximize=True)),
+    ("rmsprop", torch.optim.RMSprop, dict(lr=1e-2)),
+    ("rmsprop", torch.optim.RMSprop, dict(lr=1e-2, centered=True)),
+    ("rmsprop", torch.optim.RMSprop, dict(lr=1e-2, momentum=0.5, weight_decay=0.1)),
+    ("rmsprop", torch.optim.RMSprop, dict(lr=1e-2, centered=True, momentum=0.5, alpha=0.9)),
+    ("adagrad", torch.optim.Adagrad, dict(lr=1e-1)),
+    ("adagrad", torch.optim.Adagrad, dict(lr=1e-1, lr_decay=0.05, weight_decay=0.1,
+                                          initial_accumulator_value=0.1)),
+    ("adamax", torch.optim.Adamax, dict(lr=1e-2, eps=1e-8)),
+    ("adamax", torch.optim.Adamax, dict(lr=1e-2, eps=1e-8, weight_decay=0.1, maximize=True)),
+    ("radam", torch.optim.RAdam, dict(lr=1e-2, eps=1e-8)),
+    ("radam", torch.optim.RAdam, dict(lr=1e-2, eps=1e-8, weight_decay=0.1)),
+    ("adadelta", torch.optim.Adadelta, dict(lr=1.0)),
+    ("adadelta", torch.optim.Adadelta, dict(lr=0.5, rho=0.8, weight_decay=0.1)),
+    ("nadam", torch.optim.NAdam, dict(lr=1e-2)),
+    ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, momentum_decay=1e-2)),
+    ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+]
+
+CLASSIC = {
+    "adam": difopt.Adam, "adamw": difopt.AdamW, "sgd": difopt.SGD, "rmsprop": difopt.RMSprop,
+    "adagrad": difopt.Adagrad, "adamax": difopt.Adamax, "radam": difopt.RAdam,
+    "adadelta": difopt.Adadelta, "nadam": difopt.NAdam,
+}
+
+
+def _case_id(case):
+    name, _, kw = case
+    return name + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+def _torch_reference(torch_cls, kw):
+    model, data = make_mlp(), make_data()
+    opt = torch_cls(model.parameters(), **kw)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        mse(model, data).backward()
+        opt.step()
+    return list(model.parameters())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_classic_matches_torch_optim(case):
+    name, torch_cls, kw = case
+    expected = _torch_reference(torch_cls, kw)
+    model, data = make_mlp(), make_data()
+    opt = CLASSIC[name](model.parameters(), **kw)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        mse(model, data).backward()
+        opt.step()
+    assert max_rel_err(model.parameters(), expected) < RTOL
+
+
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "functional"])
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_functional_matches_torch_optim(case, inplace):
+    name, torch_cls, kw = case
+    expected = _torch_reference(torch_cls, kw)
+    model, data = make_mlp(), make_data()
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    fn_kw = dict(kw)
+    # The functional aliases keep TorchOpt's own defaults; pass torch's explicitly.
+    fn_kw.setdefault("lr", torch_cls([torch.zeros(1)]).defaults["lr"])
+    if name in ("adamax", "radam"):
+        fn_kw.setdefault("eps", 1e-8)
+    impl = getattr(difopt, name)(**fn_kw)
+    state = impl.init(params)
+    for _ in range(STEPS):
+        loss = torch.func.functional_call(model, params, (data[0],))
+        loss = ((loss - data[1]) ** 2).mean()
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        if inplace:
+            updates, state = impl.update(grads, state, params=params, inplace=True)
+            difopt.apply_updates(params, updates, inplace=True)
+        else:
+            updates, state = impl.update(grads, state, params=params, inplace=False)
+            params = difopt.apply_updates(params, updates, inplace=False)
+            params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    assert max_rel_err(params.values(), expected) < RTOL
+
+
+def test_param_groups_match_torch_optim():
+    model, data = make_mlp(), make_data()
+    ref = copy.deepcopy(model)
+    groups = lambda m: [  # noqa: E731
+        {"params": list(m[0].parameters()), "lr": 0.05},
+        {"params": list(m[2].parameters()) + list(m[4].parameters())},
+    ]
+    ours = difopt.Adam(groups(model), lr=1e-2, weight_decay=0.01)
+    theirs = torch.optim.Adam(groups(ref), lr=1e-2, weight_decay=0.01)
+    for _ in range(STEPS):
+        for m, o in ((model, ours), (ref, theirs)):
+            o.zero_grad()
+            mse(m, data).backward()
+            o.step()
+    assert max_rel_err(model.parameters(), list(ref.parameters())) < RTOL
+    assert ours.param_groups[0]["lr"] == 0.05 and ours.param_groups[1]["lr"] == 1e-2
+
+
+def test_closure_and_add_param_group():
+    model, data = make_mlp(), make_data()
+    ref = copy.deepcopy(model)
+    ours = difopt.SGD(model[0].parameters(), lr=0.1, momentum=0.9)
+    ours.add_param_group({"params": model[2].parameters(), "lr": 0.01})
+    theirs = torch.optim.SGD(ref[0].parameters(), lr=0.1, momentum=0.9)
+    theirs.add_param_group({"params": ref[2].parameters(), "lr": 0.01})
+    for _ in range(5):
+        for m, o in ((model, ours), (ref, theirs)):
+            def closure(m=m, o=o):
+                o.zero_grad()
+                loss = mse(m, data)
+                loss.backward()
+                return loss
+            loss = o.step(closure)
+            assert torch.is_tensor(loss)
+    assert max_rel_err(model.parameters(), list(ref.parameters())) < RTOL
+
+
+def test_classic_step_leaves_grads_untouched():
+    model, data = make_mlp(), make_data()
+    opt = difopt.SGD(model.parameters(), lr=0.1, maximize=True, weight_decay=0.1)
+    mse(model, data).backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    opt.step()
+    for p, g in zip(model.parameters(), before):
+        assert torch.equal(p.grad, g)
+
+
+def test_chained_transform_as_classic_optimizer():
+    """Optimizer(params, chain(clip_grad_norm, adam)) equals clip_grad_norm_ then Adam."""
+    model, data = make_mlp(), make_data()
+    ref = copy.deepcopy(model)
+    ours = difopt.Optimizer(model.parameters(), difopt.chain(difopt.clip_grad_norm(0.1),
+                                                             difopt.adam(1e-2)))
+    theirs = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for _ in range(STEPS):
+        ours.zero_grad()
+        mse(model, data).backward()
+        ours.step()
+        theirs.zero_grad()
+        mse(ref, data).backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.1)
+        theirs.step()
+    assert max_rel_err(model.parameters(), list(ref.parameters())) < RTOL
+
+
+def test_lr_schedule_matches_torch_lambda_lr():
+    sched = difopt.schedule.linear_schedule(1e-2, 1e-3, transition_steps=10)
+    model, data = make_mlp(), make_data()
+    ref = copy.deepcopy(model)
+    ours = difopt.Adam(model.parameters(), lr=sched)
+    theirs = torch.optim.Adam(ref.parameters(), lr=1.0)
+    lam = torch.optim.lr_scheduler.LambdaLR(theirs, lambda t: sched(t))
+    for _ in range(STEPS):
+        for m, o in ((model, ours), (ref, theirs)):
+            o.zero_grad()
+            mse(m, data).backward()
+            o.step()
+        lam.step()
+    assert max_rel_err(model.parameters(), list(ref.parameters())) < RTOL
+
+
+def test_float32_classic_adam_close_to_torch():
+    model, data = make_mlp(dtype=torch.float32), make_data(dtype=torch.float32)
+    ref = copy.deepcopy(model)
+    ours = difopt.Adam(model.parameters(), lr=1e-2)
+    theirs = torch.optim.Adam(ref.parameters(), lr=1e-2, foreach=True)
+    for _ in range(5):
+        for m, o in ((model, ours), (ref, theirs)):
+            o.zero_grad()
+            mse(m, data).backward()
+            o.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
