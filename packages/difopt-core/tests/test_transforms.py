@@ -181,3 +181,29 @@ def test_pytree_arithmetic():
     fut = torch.futures.Future()
     fut.set_result(torch.tensor(1.0))
     assert pytree.tree_wait({"f": fut})["f"].item() == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_apply_equals_update_then_add(dtype):
+    """The classic step's fused path (apply_scaled_) computes what update() defines."""
+    impl = transform.scale_by_adam(0.8, 0.95, 1e-6)
+    assert impl._difopt_apply is not None
+    torch.manual_seed(0)
+    p1 = [torch.randn(5, 3, dtype=dtype), torch.randn(7, dtype=dtype)]
+    p2 = [p.clone() for p in p1]
+    s1, s2 = impl.init(p1), impl.init(p2)
+    for _ in range(10):
+        g = [torch.randn_like(p) for p in p1]
+        s1 = impl._difopt_apply(g, s1, params=p1, factor=-0.01)
+        u, s2 = impl.update(g, s2, params=p2, inplace=True)
+        for p, d in zip(p2, u):
+            p.add_(d, alpha=-0.01)
+    tol = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-12, atol=0)
+    for a, b in zip(p1, p2):
+        torch.testing.assert_close(a, b, **tol)
+    assert int(s1.count) == int(s2.count) == 10
+    # Not applicable (eps_root > 0): returns None and changes nothing.
+    other = transform.scale_by_adam(eps_root=1e-8)
+    st = other.init(p1)
+    assert other._difopt_apply([torch.ones_like(p) for p in p1], st, params=p1, factor=1.0) is None
+    assert int(st.count) == 0 and all(torch.equal(m, torch.zeros_like(m)) for m in st.mu)

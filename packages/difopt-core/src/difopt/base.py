@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 __all__ = [
     "ChainedGradientTransformation",
     "EmptyState",
+    "FusedApplyTransformation",
     "GradientTransformation",
     "UninitializedState",
     "identity",
@@ -152,6 +153,26 @@ def identity() -> GradientTransformation:
         tensor([1., 1.])
     """
     return _Identity()
+
+
+class FusedApplyTransformation(GradientTransformation):
+    """A transformation that can also apply its own update to parameters in one pass.
+
+    ``apply_scaled_(updates, state, *, params, factor) -> new_state`` performs, in place,
+    ``params += factor * update(updates, state, params=params)[0]`` and updates ``state``
+    as ``update(..., inplace=True)`` would, or returns ``None`` (changing nothing) when it
+    cannot for these arguments. The classic optimizer uses it for a chain's last adaptive
+    transformation followed by a constant learning-rate scale, saving a pass over memory and
+    a temporary buffer (torch.optim's foreach kernels fuse the same step). It is an
+    optimization only: ``update`` remains the definition, and tests compare the two.
+    """
+
+    def __new__(
+        cls, init: TransformInitFn, update: TransformUpdateFn, apply_scaled_: Callable[..., Any]
+    ) -> FusedApplyTransformation:
+        obj = super().__new__(cls, init, update)
+        obj.apply_scaled_ = apply_scaled_  # type: ignore[attr-defined]
+        return obj
 
 
 class _RecordedTransformation(GradientTransformation):

@@ -1,6 +1,13 @@
 """Linear algebra on pytrees (``cg``, ``ns``, ``ns_inv``), provided by ``difopt-implicit``."""
 
+from typing import TYPE_CHECKING, Any
+
 from difopt._lazy import install
+
+if TYPE_CHECKING:
+    # For type checkers: the attributes are the plugin's, looked up at run time.
+    def __getattr__(name: str) -> Any: ...
+
 
 __all__ = ["cg", "ns", "ns_inv"]
 

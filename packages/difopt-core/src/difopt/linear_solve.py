@@ -1,6 +1,13 @@
 """Linear solvers for implicit differentiation, provided by the ``difopt-implicit`` plugin."""
 
+from typing import TYPE_CHECKING, Any
+
 from difopt._lazy import install
+
+if TYPE_CHECKING:
+    # For type checkers: the attributes are the plugin's, looked up at run time.
+    def __getattr__(name: str) -> Any: ...
+
 
 __all__ = ["solve_cg", "solve_inv", "solve_normal_cg"]
 

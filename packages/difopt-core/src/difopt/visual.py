@@ -3,7 +3,14 @@
 Entry point: group ``difopt.visual``, name ``visual``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from difopt._lazy import install
+
+if TYPE_CHECKING:
+    # For type checkers: the attributes are the plugin's, looked up at run time.
+    def __getattr__(name: str) -> Any: ...
+
 
 __all__ = ["make_dot", "resize_graph"]
 

@@ -3,7 +3,14 @@
 Provided by the ``difopt-implicit`` plugin (entry point ``difopt.diff:implicit``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from difopt._lazy import install
+
+if TYPE_CHECKING:
+    # For type checkers: the attributes are the plugin's, looked up at run time.
+    def __getattr__(name: str) -> Any: ...
+
 
 __all__ = ["ImplicitMetaGradientModule", "custom_root"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import torch
 
@@ -13,26 +13,42 @@ from difopt.base import ChainedGradientTransformation, GradientTransformation
 __all__ = ["Optimizer"]
 
 
-def _final_scale(impl: GradientTransformation) -> tuple[GradientTransformation, float] | None:
-    """Split ``chain(..., scale(c))`` into the head and ``c``.
+class _StepPlan(NamedTuple):
+    """How the classic step runs a chain ``(*head, fused?, scale(factor))`` in place.
 
-    The classic step then adds ``c * head_updates`` into the parameters in one pass instead
-    of scaling the updates and adding them in two.
+    ``head`` runs as usual; then ``fused.apply_scaled_`` (when the last adaptive transform
+    offers one) or a single ``params += factor * updates`` replaces scaling the updates and
+    adding them in two passes.
     """
-    if not isinstance(impl, ChainedGradientTransformation) or len(impl.transformations) < 2:
-        return None
-    last = impl.transformations[-1]
-    call = getattr(last, "_difopt_call", None)
+
+    head: ChainedGradientTransformation
+    fused: Any
+    factor: float
+
+
+def _constant_scale(t: GradientTransformation) -> float | None:
+    call = getattr(t, "_difopt_call", None)
     if call is None:
         return None
     factory, arguments = call[0].__name__, dict(call[1])
     if factory == "scale" and isinstance(arguments["step_size"], (int, float)):
-        factor = float(arguments["step_size"])
-    elif factory == "scale_by_neg_lr" and isinstance(arguments["lr"], (int, float)):
-        factor = -float(arguments["lr"])
-    else:
+        return float(arguments["step_size"])
+    if factory == "scale_by_neg_lr" and isinstance(arguments["lr"], (int, float)):
+        return -float(arguments["lr"])
+    return None
+
+
+def _plan(impl: GradientTransformation) -> _StepPlan | None:
+    if not isinstance(impl, ChainedGradientTransformation) or len(impl.transformations) < 2:
         return None
-    return ChainedGradientTransformation(*impl.transformations[:-1]), factor
+    *head, last = impl.transformations
+    factor = _constant_scale(last)
+    if factor is None:
+        return None
+    fused = getattr(head[-1], "_difopt_apply", None)
+    if fused is not None:
+        head = head[:-1]
+    return _StepPlan(ChainedGradientTransformation(*head), fused, factor)
 
 
 class Optimizer:
@@ -72,7 +88,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self.state_groups: list[Any] = []
         self._impls: list[GradientTransformation] = []
-        self._fast: list[tuple[GradientTransformation, float] | None] = []
+        self._plans: list[_StepPlan | None] = []
         groups = _as_groups(params)
         if not groups:
             raise ValueError("'params' is empty: the optimizer has nothing to optimize")
@@ -119,7 +135,7 @@ class Optimizer:
             state = impl.init(tuple(tensors))
         self.param_groups.append({"params": tensors, **hyper})
         self._impls.append(impl)
-        self._fast.append(_final_scale(impl))
+        self._plans.append(_plan(impl))
         self.state_groups.append(state)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -154,20 +170,27 @@ class Optimizer:
             grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
             work.append((params, grads))
         for i, (params, grads) in enumerate(work):
-            fast = self._fast[i]
-            if fast is not None:
-                head, factor = fast
-                updates, head_state = head.update(
-                    grads, self.state_groups[i][:-1], params=params, inplace=True
-                )
-                lw.add_(list(params), list(updates), alpha=factor)
-                self.state_groups[i] = (*head_state, self.state_groups[i][-1])
-            else:
-                updates, self.state_groups[i] = self._impls[i].update(
-                    grads, self.state_groups[i], params=params, inplace=True
-                )
-                lw.add_(list(params), list(updates))
+            self.state_groups[i] = self._step_group(i, params, grads)
         return loss
+
+    def _step_group(self, i: int, params: tuple[Any, ...], grads: tuple[Any, ...]) -> Any:
+        state = self.state_groups[i]
+        plan = self._plans[i]
+        if plan is None:
+            updates, state = self._impls[i].update(grads, state, params=params, inplace=True)
+            lw.add_(list(params), list(updates))
+            return state
+        n = len(plan.head.transformations)
+        updates, head_state = plan.head.update(grads, state[:n], params=params, inplace=True)
+        if plan.fused is not None:
+            fused_state = plan.fused(updates, state[n], params=params, factor=plan.factor)
+            if fused_state is not None:
+                return (*head_state, fused_state, state[-1])
+            fused_t = self._impls[i].transformations[n]  # type: ignore[attr-defined]
+            updates, fused_state = fused_t.update(updates, state[n], params=params, inplace=True)
+            head_state = (*head_state, fused_state)
+        lw.add_(list(params), list(updates), alpha=plan.factor)
+        return (*head_state, state[-1])
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer state as plain containers of tensors.

@@ -15,7 +15,7 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
-from difopt.base import GradientTransformation, transformation
+from difopt.base import FusedApplyTransformation, GradientTransformation, transformation
 
 __all__ = [
     "ScaleByAdaDeltaState",
@@ -60,8 +60,8 @@ class ScaleByAdamState(NamedTuple):
 
 
 def _adam_direction(
-    mu: list[torch.Tensor],
-    nu: list[torch.Tensor],
+    mu: lw.Tensors,
+    nu: lw.Tensors,
     bc1: Any,
     bc2: Any,
     eps: float,
@@ -128,7 +128,22 @@ def scale_by_adam(
         new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return lw.unflatten(spec, out), new_state
 
-    return GradientTransformation(init, update)
+    def apply_scaled_(updates: Any, state: Any, *, params: Any, factor: float) -> Any:
+        gs = lw.leaves(updates)
+        ps = lw.leaves(params)
+        if eps_root != 0.0 or not lw.foreach_ok(gs) or len(ps) != len(gs):
+            return None
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, True)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, True)
+        t = int(lw.count_inc(state.count, True))
+        bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
+        # (mu / bc1) / (sqrt(nu / bc2) + eps) == mu / (sqrt(nu) + eps sqrt(bc2)) * sqrt(bc2) / bc1
+        denom = torch._foreach_sqrt(nu)
+        torch._foreach_add_(denom, eps * math.sqrt(bc2))
+        torch._foreach_addcdiv_(ps, mu, denom, factor * math.sqrt(bc2) / bc1)
+        return state
+
+    return FusedApplyTransformation(init, update, apply_scaled_)
 
 
 @transformation
