@@ -184,6 +184,7 @@ class _RecordedTransformation(GradientTransformation):
     """
 
     _difopt_call: tuple[Callable[..., Any], tuple[tuple[str, Any], ...]]
+    _difopt_apply: Callable[..., Any] | None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._difopt_call[1])
@@ -221,6 +222,7 @@ def transformation(factory: _F) -> _F:
         inner = factory(*bound.args, **bound.kwargs)
         out = _RecordedTransformation(inner.init, inner.update)
         out._difopt_call = (wrapper, tuple(bound.arguments.items()))
+        out._difopt_apply = getattr(inner, "apply_scaled_", None)
         return out
 
     return wrapper  # type: ignore[return-value]
