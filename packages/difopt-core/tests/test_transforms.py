@@ -183,27 +183,47 @@ def test_pytree_arithmetic():
     assert pytree.tree_wait({"f": fut})["f"].item() == 1.0
 
 
+@pytest.mark.parametrize("eps_root", [0.0, 1e-8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_apply_equals_update_then_add(dtype):
-    """The classic step's fused path (apply_scaled_) computes what update() defines."""
-    impl = transform.scale_by_adam(0.8, 0.95, 1e-6)
+def test_fused_apply_equals_update_then_add(dtype, eps_root):
+    """The optimizers' fused path (apply_scaled) computes what update() defines."""
+    impl = transform.scale_by_adam(0.8, 0.95, 1e-6, eps_root=eps_root)
     assert impl._difopt_apply is not None
     torch.manual_seed(0)
     p1 = [torch.randn(5, 3, dtype=dtype), torch.randn(7, dtype=dtype)]
     p2 = [p.clone() for p in p1]
-    s1, s2 = impl.init(p1), impl.init(p2)
+    p3 = [p.clone() for p in p1]
+    s1, s2, s3 = impl.init(p1), impl.init(p2), impl.init(p3)
     for _ in range(10):
         g = [torch.randn_like(p) for p in p1]
-        s1 = impl._difopt_apply(g, s1, params=p1, factor=-0.01)
+        _, s1 = impl._difopt_apply(g, s1, params=p1, factor=-0.01, inplace=True)
+        p3, s3 = impl._difopt_apply(g, s3, params=p3, factor=-0.01, inplace=False)
         u, s2 = impl.update(g, s2, params=p2, inplace=True)
         for p, d in zip(p2, u):
             p.add_(d, alpha=-0.01)
     tol = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-12, atol=0)
-    for a, b in zip(p1, p2):
+    for a, b, c in zip(p1, p2, p3):
         torch.testing.assert_close(a, b, **tol)
-    assert int(s1.count) == int(s2.count) == 10
-    # Not applicable (eps_root > 0): returns None and changes nothing.
-    other = transform.scale_by_adam(eps_root=1e-8)
-    st = other.init(p1)
-    assert other._difopt_apply([torch.ones_like(p) for p in p1], st, params=p1, factor=1.0) is None
-    assert int(st.count) == 0 and all(torch.equal(m, torch.zeros_like(m)) for m in st.mu)
+        torch.testing.assert_close(c, b, **tol)
+    assert int(s1.count) == int(s2.count) == int(s3.count) == 10
+    for x, y in zip(s3.nu, s2.nu):
+        torch.testing.assert_close(x, y, **tol)
+
+
+def test_fused_apply_is_differentiable():
+    """gradcheck of params + factor * adam(g) through the fused (out-of-place) path."""
+    impl = transform.scale_by_adam(eps_root=1e-8)
+
+    def fused(p, q, g):
+        params = [p, q]
+        state = impl.init(params)
+        for _ in range(2):
+            grads = [g * params[0], params[1] ** 2]
+            params, state = impl._difopt_apply(grads, state, params=params, factor=-0.1,
+                                               inplace=False)
+        return params[0].sum() + params[1].sum()
+
+    p = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(1, dtype=torch.float64, requires_grad=True)  # leaves of mixed shapes
+    g = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fused, (p, q, g))

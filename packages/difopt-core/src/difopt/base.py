@@ -158,20 +158,20 @@ def identity() -> GradientTransformation:
 class FusedApplyTransformation(GradientTransformation):
     """A transformation that can also apply its own update to parameters in one pass.
 
-    ``apply_scaled_(updates, state, *, params, factor) -> new_state`` performs, in place,
-    ``params += factor * update(updates, state, params=params)[0]`` and updates ``state``
-    as ``update(..., inplace=True)`` would, or returns ``None`` (changing nothing) when it
-    cannot for these arguments. The classic optimizer uses it for a chain's last adaptive
-    transformation followed by a constant learning-rate scale, saving a pass over memory and
-    a temporary buffer (torch.optim's foreach kernels fuse the same step). It is an
-    optimization only: ``update`` remains the definition, and tests compare the two.
+    ``apply_scaled(updates, state, *, params, factor, inplace) -> (new_params, new_state)``
+    computes ``params + factor * update(updates, state, params=params, inplace=inplace)[0]``
+    and the state ``update`` would return (with ``inplace``, writing into ``params`` and the
+    state), or returns ``None`` (changing nothing) when it cannot for these arguments. The
+    classic and meta optimizers use it for a chain's last adaptive transformation followed by
+    a constant learning-rate scale (see :mod:`difopt.optim._plan`). It is an optimization
+    only: ``update`` remains the definition, and tests compare the two.
     """
 
     def __new__(
-        cls, init: TransformInitFn, update: TransformUpdateFn, apply_scaled_: Callable[..., Any]
+        cls, init: TransformInitFn, update: TransformUpdateFn, apply_scaled: Callable[..., Any]
     ) -> FusedApplyTransformation:
         obj = super().__new__(cls, init, update)
-        obj.apply_scaled_ = apply_scaled_  # type: ignore[attr-defined]
+        obj.apply_scaled = apply_scaled  # type: ignore[attr-defined]
         return obj
 
 
@@ -222,7 +222,7 @@ def transformation(factory: _F) -> _F:
         inner = factory(*bound.args, **bound.kwargs)
         out = _RecordedTransformation(inner.init, inner.update)
         out._difopt_call = (wrapper, tuple(bound.arguments.items()))
-        out._difopt_apply = getattr(inner, "apply_scaled_", None)
+        out._difopt_apply = getattr(inner, "apply_scaled", None)
         return out
 
     return wrapper  # type: ignore[return-value]

@@ -2,53 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable
 
 import torch
 
 from difopt import _leafwise as lw
 from difopt import _state
-from difopt.base import ChainedGradientTransformation, GradientTransformation
+from difopt.base import GradientTransformation
+from difopt.optim import _plan
 
 __all__ = ["Optimizer"]
-
-
-class _StepPlan(NamedTuple):
-    """How the classic step runs a chain ``(*head, fused?, scale(factor))`` in place.
-
-    ``head`` runs as usual; then ``fused.apply_scaled_`` (when the last adaptive transform
-    offers one) or a single ``params += factor * updates`` replaces scaling the updates and
-    adding them in two passes.
-    """
-
-    head: ChainedGradientTransformation
-    fused: Any
-    factor: float
-
-
-def _constant_scale(t: GradientTransformation) -> float | None:
-    call = getattr(t, "_difopt_call", None)
-    if call is None:
-        return None
-    factory, arguments = call[0].__name__, dict(call[1])
-    if factory == "scale" and isinstance(arguments["step_size"], (int, float)):
-        return float(arguments["step_size"])
-    if factory == "scale_by_neg_lr" and isinstance(arguments["lr"], (int, float)):
-        return -float(arguments["lr"])
-    return None
-
-
-def _plan(impl: GradientTransformation) -> _StepPlan | None:
-    if not isinstance(impl, ChainedGradientTransformation) or len(impl.transformations) < 2:
-        return None
-    *head, last = impl.transformations
-    factor = _constant_scale(last)
-    if factor is None:
-        return None
-    fused = getattr(head[-1], "_difopt_apply", None)
-    if fused is not None:
-        head = head[:-1]
-    return _StepPlan(ChainedGradientTransformation(*head), fused, factor)
 
 
 class Optimizer:
@@ -88,7 +51,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self.state_groups: list[Any] = []
         self._impls: list[GradientTransformation] = []
-        self._plans: list[_StepPlan | None] = []
+        self._plans: list[_plan.StepPlan | None] = []
         groups = _as_groups(params)
         if not groups:
             raise ValueError("'params' is empty: the optimizer has nothing to optimize")
@@ -135,7 +98,7 @@ class Optimizer:
             state = impl.init(tuple(tensors))
         self.param_groups.append({"params": tensors, **hyper})
         self._impls.append(impl)
-        self._plans.append(_plan(impl))
+        self._plans.append(_plan.make_plan(impl))
         self.state_groups.append(state)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -170,27 +133,10 @@ class Optimizer:
             grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
             work.append((params, grads))
         for i, (params, grads) in enumerate(work):
-            self.state_groups[i] = self._step_group(i, params, grads)
+            _, self.state_groups[i] = _plan.step(
+                self._impls[i], self._plans[i], grads, self.state_groups[i], params, inplace=True
+            )
         return loss
-
-    def _step_group(self, i: int, params: tuple[Any, ...], grads: tuple[Any, ...]) -> Any:
-        state = self.state_groups[i]
-        plan = self._plans[i]
-        if plan is None:
-            updates, state = self._impls[i].update(grads, state, params=params, inplace=True)
-            lw.add_(list(params), list(updates))
-            return state
-        n = len(plan.head.transformations)
-        updates, head_state = plan.head.update(grads, state[:n], params=params, inplace=True)
-        if plan.fused is not None:
-            fused_state = plan.fused(updates, state[n], params=params, factor=plan.factor)
-            if fused_state is not None:
-                return (*head_state, fused_state, state[-1])
-            fused_t = self._impls[i].transformations[n]  # type: ignore[attr-defined]
-            updates, fused_state = fused_t.update(updates, state[n], params=params, inplace=True)
-            head_state = (*head_state, fused_state)
-        lw.add_(list(params), list(updates), alpha=plan.factor)
-        return (*head_state, state[-1])
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer state as plain containers of tensors.

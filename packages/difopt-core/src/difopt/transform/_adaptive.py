@@ -128,22 +128,37 @@ def scale_by_adam(
         new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return lw.unflatten(spec, out), new_state
 
-    def apply_scaled_(updates: Any, state: Any, *, params: Any, factor: float) -> Any:
-        gs = lw.leaves(updates)
+    def apply_scaled(
+        updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
+    ) -> tuple[list[torch.Tensor], ScaleByAdamState] | None:
+        gs, spec = lw.flatten(updates)
         ps = lw.leaves(params)
-        if eps_root != 0.0 or not lw.foreach_ok(gs) or len(ps) != len(gs):
+        if not lw.foreach_ok(gs) or len(ps) != len(gs):
             return None
-        mu = lw.ema(lw.leaves(state.mu), gs, b1, True)
-        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, True)
-        t = int(lw.count_inc(state.count, True))
+        count = state.count
+        if lw.step_value(count) is count:  # traced counter: keep to update()
+            return None
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
+        count = lw.count_inc(count, inplace)
+        t = int(count)
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-        # (mu / bc1) / (sqrt(nu / bc2) + eps) == mu / (sqrt(nu) + eps sqrt(bc2)) * sqrt(bc2) / bc1
-        denom = torch._foreach_sqrt(nu)
-        torch._foreach_add_(denom, eps * math.sqrt(bc2))
-        torch._foreach_addcdiv_(ps, mu, denom, factor * math.sqrt(bc2) / bc1)
-        return state
+        # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
+        #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
+        denom = lw.sqrt(lw.add_scalar(nu, eps_root * bc2) if eps_root else nu)
+        if inplace:
+            torch._foreach_add_(denom, eps * math.sqrt(bc2))
+            torch._foreach_addcdiv_(ps, mu, denom, value=factor * math.sqrt(bc2) / bc1)
+            new_params = ps
+        else:
+            denom = torch._foreach_add(denom, eps * math.sqrt(bc2))
+            # Not _foreach_addcdiv: its backward fails for lists of mixed shapes (torch 2.13).
+            step_dir = torch._foreach_div(mu, denom)
+            new_params = list(torch._foreach_add(ps, step_dir, alpha=factor * math.sqrt(bc2) / bc1))
+        new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
+        return new_params, new_state
 
-    return FusedApplyTransformation(init, update, apply_scaled_)
+    return FusedApplyTransformation(init, update, apply_scaled)
 
 
 @transformation

@@ -10,7 +10,7 @@ from torch import nn
 from difopt import _leafwise as lw
 from difopt import _state
 from difopt.base import GradientTransformation
-from difopt.update import apply_updates
+from difopt.optim import _plan
 
 __all__ = ["MetaOptimizer"]
 
@@ -56,6 +56,7 @@ class MetaOptimizer:
         if not isinstance(impl, GradientTransformation):
             raise TypeError(f"'impl' must be a GradientTransformation, got {type(impl).__name__}")
         self.impl = impl
+        self._plan = _plan.make_plan(impl)
         self.param_containers_groups: list[tuple[dict[str, Any], ...]] = []
         self.state_groups: list[Any] = []
         self.add_param_group(module)
@@ -100,9 +101,9 @@ class MetaOptimizer:
             params = tuple(flat[start : start + len(group)])
             g = tuple(grads[start : start + len(group)])
             start += len(group)
-            updates, state = self.impl.update(g, state, params=params, inplace=False)
+            values, state = _plan.step(self.impl, self._plan, g, state, params, inplace=False)
             new_states.append(state)
-            new_params.append(apply_updates(params, updates, inplace=False))
+            new_params.append(values)
         for group, values in zip(slots, new_params):
             for (container, key), value in zip(group, values):
                 container[key] = value
