@@ -91,3 +91,34 @@ def test_meta_step_is_differentiable_and_matches_classic_values():
         classic.step()
     assert net.weight.grad_fn is not None
     torch.testing.assert_close(net.weight, ref.weight, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [difopt.MetaAdam, difopt.MetaRMSprop, difopt.MetaAdagrad,
+                                 difopt.MetaNAdam, difopt.MetaRAdam])
+def test_meta_gradients_stay_finite_where_a_second_moment_is_zero(cls):
+    """Dead ReLU units give exactly-zero gradients; the meta-gradient must not be NaN.
+
+    For Adam the oracle is the same run with eps_root=1e-30, whose square root is smooth at
+    0 and whose values are the same to double precision.
+    """
+    x = torch.linspace(-5, 5, 10, dtype=torch.float64)[:, None]
+    y = torch.sin(x)
+
+    def meta_grads(kw):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(1, 40), torch.nn.ReLU(),
+                                  torch.nn.Linear(40, 1)).double()
+        with torch.no_grad():
+            net[0].bias[:5] = -100.0  # five dead units: their gradients are exactly zero
+        init = list(net.parameters())
+        opt = cls(net, lr=0.01, **kw)
+        for _ in range(3):
+            opt.step(((net(x) - y) ** 2).mean())
+        return torch.autograd.grad(((net(x) - y) ** 2).mean(), init)
+
+    grads = meta_grads({})
+    assert all(torch.isfinite(g).all() for g in grads)
+    if cls is difopt.MetaAdam:
+        reference = meta_grads({"eps_root": 1e-30})
+        for g, r in zip(grads, reference):
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)

@@ -106,7 +106,45 @@ def neg(xs: Tensors) -> list[torch.Tensor]:
     return [-x for x in xs]
 
 
+def _on_graph(xs: Tensors) -> bool:
+    return torch._C._are_functorch_transforms_active() or (
+        torch.is_grad_enabled() and any(x.requires_grad for x in xs)
+    )
+
+
+def _sqrt_with_zero_subgradient(x: torch.Tensor) -> torch.Tensor:
+    positive = x > 0
+    return torch.where(positive, x, 1.0).sqrt() * positive
+
+
+class _ForeachSqrt(torch.autograd.Function):
+    """``sqrt`` of a list in one kernel call, with derivative 0 where the output is 0."""
+
+    @staticmethod
+    def forward(ctx: Any, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = tuple(torch._foreach_sqrt(xs))
+        ctx.save_for_backward(*out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(
+            torch.where(o > 0, g / (2 * o), 0.0) for g, o in zip(grads, ctx.saved_tensors)
+        )
+
+
 def sqrt(xs: Tensors) -> list[torch.Tensor]:
+    """Element-wise square root whose derivative at 0 is 0 instead of infinite.
+
+    A second moment is exactly 0 only where every update so far was 0, and there its own
+    derivative is 0, so the chain rule meets ``inf * 0 = nan`` (e.g. meta-gradients of Adam
+    through a ReLU net's dead units). Taking the subgradient 0 at 0, as ``abs`` does, keeps
+    those meta-gradients finite and exact elsewhere. Values are unchanged.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return [_sqrt_with_zero_subgradient(x) for x in xs]
+    if _on_graph(xs):
+        return list(_ForeachSqrt.apply(*xs))
     if foreach_ok(xs):
         return list(torch._foreach_sqrt(xs))
     return [x.sqrt() for x in xs]
