@@ -199,3 +199,28 @@ def test_float32_classic_adam_close_to_torch():
             o.step()
     for p, q in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_editing_param_group_lr_takes_effect_like_torch():
+    model, data = make_mlp(), make_data()
+    ref = copy.deepcopy(model)
+    ours = difopt.Adam(model.parameters(), lr=1e-2)
+    theirs = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for step in range(STEPS):
+        if step == 10:
+            for opt in (ours, theirs):
+                for g in opt.param_groups:
+                    g["lr"] = 3e-3
+                    g["weight_decay"] = 0.1
+        for m, o in ((model, ours), (ref, theirs)):
+            o.zero_grad()
+            mse(m, data).backward()
+            o.step()
+    assert max_rel_err(model.parameters(), list(ref.parameters())) < RTOL
+    ours.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="'lr'"):
+        ours.step()
+    sgd = difopt.SGD(model.parameters(), lr=0.1)
+    sgd.param_groups[0]["momentum"] = 0.9
+    with pytest.raises(ValueError, match="state layout"):
+        sgd.step()

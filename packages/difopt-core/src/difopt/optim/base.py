@@ -52,6 +52,7 @@ class Optimizer:
         self.state_groups: list[Any] = []
         self._impls: list[GradientTransformation] = []
         self._plans: list[_plan.StepPlan | None] = []
+        self._built_hyper: list[dict[str, Any]] = []
         groups = _as_groups(params)
         if not groups:
             raise ValueError("'params' is empty: the optimizer has nothing to optimize")
@@ -97,9 +98,32 @@ class Optimizer:
         with torch.no_grad():
             state = impl.init(tuple(tensors))
         self.param_groups.append({"params": tensors, **hyper})
+        self._built_hyper.append(dict(hyper))
         self._impls.append(impl)
         self._plans.append(_plan.make_plan(impl))
         self.state_groups.append(state)
+
+    def _refresh(self, i: int) -> None:
+        """Rebuild group ``i``'s transformation if its hyper-parameters were edited.
+
+        As in torch.optim, ``opt.param_groups[i]["lr"] = 0.01`` takes effect at the next
+        step. The state is kept, so an edit must not change the state's layout (e.g. turning
+        momentum on); that is refused with an error before anything changes.
+        """
+        if self.alias is None:
+            return
+        hyper = {k: v for k, v in self.param_groups[i].items() if k != "params"}
+        if hyper == self._built_hyper[i]:
+            return
+        impl = self.alias(**hyper)  # validates the edited values
+        if _layout(impl) != _layout(self._impls[i]):
+            raise ValueError(
+                f"param_groups[{i}] was edited in a way that changes the optimizer's state "
+                "layout (e.g. enabling momentum); create a new optimizer instead"
+            )
+        self._impls[i] = impl
+        self._plans[i] = _plan.make_plan(impl)
+        self._built_hyper[i] = hyper
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients of all parameters (to ``None`` by default, as torch.optim)."""
@@ -128,7 +152,8 @@ class Optimizer:
             with torch.enable_grad():
                 loss = closure()
         work = []
-        for group in self.param_groups:
+        for i, group in enumerate(self.param_groups):
+            self._refresh(i)
             params = tuple(group["params"])
             grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
             work.append((params, grads))
@@ -152,6 +177,12 @@ class Optimizer:
         The whole input is checked against the current state before anything is replaced.
         """
         self.state_groups = _state.from_dict(state_dict, self.state_groups)
+
+
+def _layout(impl: GradientTransformation) -> list[Any]:
+    """The factories a transformation is built from: equal layouts have equal state trees."""
+    parts = getattr(impl, "transformations", (impl,))
+    return [getattr(t, "_difopt_call", (None,))[0] for t in parts]
 
 
 def _grad_of(p: torch.Tensor, index: int) -> torch.Tensor:
