@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import make_data, make_mlp, mse
 
 import difopt
+from core_testing import make_data, make_mlp, mse
 
 BAD_HYPER = [
     (difopt.adam, dict(lr=-1.0), "'lr'"),
@@ -33,7 +33,9 @@ BAD_HYPER = [
 ]
 
 
-@pytest.mark.parametrize("fn,kw,name", BAD_HYPER, ids=[f"{f.__name__}-{k}" for f, k, _ in BAD_HYPER])
+@pytest.mark.parametrize(
+    "fn,kw,name", BAD_HYPER, ids=[f"{f.__name__}-{k}" for f, k, _ in BAD_HYPER]
+)
 def test_bad_hyper_parameters_name_the_argument(fn, kw, name):
     with pytest.raises((ValueError, TypeError), match=name):
         fn(**kw)
@@ -102,8 +104,9 @@ def test_classic_step_with_bad_gradient_changes_nothing():
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(params_before, model.parameters()))
-    assert all(torch.equal(a, b) for a, b in
-               zip(state_before, difopt.pytree.tree_leaves(opt.state_groups)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(state_before, difopt.pytree.tree_leaves(opt.state_groups))
+    )
 
 
 def test_unknown_copy_policy():

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import make_data, make_mlp, max_rel_err, mse
 
 import difopt
+from core_testing import make_data, make_mlp, max_rel_err, mse
 
 STEPS = 20
 
@@ -83,8 +83,9 @@ def _run_classic(cls, kw):
 @pytest.mark.parametrize("wd", [0.0, 0.1])
 def test_lion_matches_paper(wd):
     model, data = make_mlp(), make_data()
-    expected = lion_reference(list(model.parameters()), _grads_fn(model, data), 1e-3, 0.9, 0.99,
-                              wd, STEPS)
+    expected = lion_reference(
+        list(model.parameters()), _grads_fn(model, data), 1e-3, 0.9, 0.99, wd, STEPS
+    )
     got = _run_classic(difopt.Lion, dict(lr=1e-3, weight_decay=wd))
     assert max_rel_err(got, expected) < 1e-6
 
@@ -93,15 +94,25 @@ def test_lion_matches_paper(wd):
 @pytest.mark.parametrize("wd", [0.0, 0.02])
 def test_adan_matches_paper(wd, no_prox):
     model, data = make_mlp(), make_data()
-    expected = adan_reference(list(model.parameters()), _grads_fn(model, data), 1e-2,
-                              (0.98, 0.92, 0.99), 1e-8, wd, no_prox, STEPS)
+    expected = adan_reference(
+        list(model.parameters()),
+        _grads_fn(model, data),
+        1e-2,
+        (0.98, 0.92, 0.99),
+        1e-8,
+        wd,
+        no_prox,
+        STEPS,
+    )
     got = _run_classic(difopt.Adan, dict(lr=1e-2, weight_decay=wd, no_prox=no_prox))
     assert max_rel_err(got, expected) < 1e-6
 
 
 def test_lion_and_adan_functional_equal_classic():
-    for fn, cls, kw in ((difopt.lion, difopt.Lion, dict(lr=1e-3, weight_decay=0.1)),
-                        (difopt.adan, difopt.Adan, dict(lr=1e-2, weight_decay=0.02))):
+    for fn, cls, kw in (
+        (difopt.lion, difopt.Lion, dict(lr=1e-3, weight_decay=0.1)),
+        (difopt.adan, difopt.Adan, dict(lr=1e-2, weight_decay=0.02)),
+    ):
         model, data = make_mlp(), make_data()
         expected = _run_classic(cls, kw)
         grads_fn = _grads_fn(model, data)
@@ -109,8 +120,9 @@ def test_lion_and_adan_functional_equal_classic():
         impl = fn(**kw)
         state = impl.init(params)
         for _ in range(STEPS):
-            updates, state = impl.update(list(grads_fn(params)), state, params=params,
-                                         inplace=False)
+            updates, state = impl.update(
+                list(grads_fn(params)), state, params=params, inplace=False
+            )
             params = difopt.apply_updates(params, updates, inplace=False)
         assert max_rel_err(params, expected) < 1e-6
 

@@ -93,8 +93,10 @@ def test_meta_step_is_differentiable_and_matches_classic_values():
     torch.testing.assert_close(net.weight, ref.weight, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [difopt.MetaAdam, difopt.MetaRMSprop, difopt.MetaAdagrad,
-                                 difopt.MetaNAdam, difopt.MetaRAdam])
+@pytest.mark.parametrize(
+    "cls",
+    [difopt.MetaAdam, difopt.MetaRMSprop, difopt.MetaAdagrad, difopt.MetaNAdam, difopt.MetaRAdam],
+)
 def test_meta_gradients_stay_finite_where_a_second_moment_is_zero(cls):
     """Dead ReLU units give exactly-zero gradients; the meta-gradient must not be NaN.
 
@@ -106,8 +108,9 @@ def test_meta_gradients_stay_finite_where_a_second_moment_is_zero(cls):
 
     def meta_grads(kw):
         torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(1, 40), torch.nn.ReLU(),
-                                  torch.nn.Linear(40, 1)).double()
+        net = torch.nn.Sequential(
+            torch.nn.Linear(1, 40), torch.nn.ReLU(), torch.nn.Linear(40, 1)
+        ).double()
         with torch.no_grad():
             net[0].bias[:5] = -100.0  # five dead units: their gradients are exactly zero
         init = list(net.parameters())

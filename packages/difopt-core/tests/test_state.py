@@ -7,9 +7,9 @@ import io
 
 import pytest
 import torch
-from conftest import make_data, make_mlp, mse
 
 import difopt
+from core_testing import make_data, make_mlp, mse
 
 CLASSIC = [
     (difopt.SGD, dict(lr=0.01, momentum=0.9)),
@@ -109,8 +109,9 @@ def test_torchopt_style_sequence_of_states_is_accepted():
     states = copy.deepcopy(tuple(opt.state_groups))
     opt2 = difopt.SGD(make_mlp().parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(states)
-    for a, b in zip(difopt.pytree.tree_leaves(opt.state_groups),
-                    difopt.pytree.tree_leaves(opt2.state_groups)):
+    for a, b in zip(
+        difopt.pytree.tree_leaves(opt.state_groups), difopt.pytree.tree_leaves(opt2.state_groups)
+    ):
         assert torch.equal(a, b)
 
 

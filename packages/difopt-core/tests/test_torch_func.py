@@ -14,7 +14,9 @@ INNER_STEPS = 3
 
 def _model():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    return torch.nn.Sequential(
+        torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    ).double()
 
 
 def _tasks():
@@ -47,8 +49,9 @@ def _adapt(model, params, impl, x, y):
     return params
 
 
-@pytest.mark.parametrize("make_impl", OPTIMIZERS, ids=["sgd", "adam", "rmsprop", "adamw",
-                                                       "radam", "nadam", "adan"])
+@pytest.mark.parametrize(
+    "make_impl", OPTIMIZERS, ids=["sgd", "adam", "rmsprop", "adamw", "radam", "nadam", "adan"]
+)
 def test_vmap_over_tasks_matches_separate_runs(make_impl):
     model = _model()
     params = {k: v.detach() for k, v in model.named_parameters()}
@@ -74,7 +77,7 @@ def test_grad_through_functional_updates_matches_autograd():
     via_func = grad(outer)(params)
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     via_autograd = torch.autograd.grad(outer(leaves), list(leaves.values()))
-    for (k, a), b in zip(via_func.items(), via_autograd):
+    for (_k, a), b in zip(via_func.items(), via_autograd):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
@@ -92,5 +95,5 @@ def test_maml_meta_gradient_with_vmap_and_grad():
     for i in (0, N_TASKS - 1):
         leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
         expected = torch.autograd.grad(task_loss(leaves, xs[i], ys[i]), list(leaves.values()))
-        for (k, a), b in zip(per_task.items(), expected):
+        for (_k, a), b in zip(per_task.items(), expected):
             torch.testing.assert_close(a[i], b, rtol=1e-9, atol=1e-12)

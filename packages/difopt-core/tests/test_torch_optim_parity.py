@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
-from conftest import make_data, make_mlp, max_rel_err, mse
 
 import difopt
+from core_testing import make_data, make_mlp, max_rel_err, mse
 
 STEPS = 20
 RTOL = 1e-6
@@ -30,8 +30,11 @@ CASES = [
     ("rmsprop", torch.optim.RMSprop, dict(lr=1e-2, momentum=0.5, weight_decay=0.1)),
     ("rmsprop", torch.optim.RMSprop, dict(lr=1e-2, centered=True, momentum=0.5, alpha=0.9)),
     ("adagrad", torch.optim.Adagrad, dict(lr=1e-1)),
-    ("adagrad", torch.optim.Adagrad, dict(lr=1e-1, lr_decay=0.05, weight_decay=0.1,
-                                          initial_accumulator_value=0.1)),
+    (
+        "adagrad",
+        torch.optim.Adagrad,
+        dict(lr=1e-1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.1),
+    ),
     ("adamax", torch.optim.Adamax, dict(lr=1e-2, eps=1e-8)),
     ("adamax", torch.optim.Adamax, dict(lr=1e-2, eps=1e-8, weight_decay=0.1, maximize=True)),
     ("radam", torch.optim.RAdam, dict(lr=1e-2, eps=1e-8)),
@@ -44,9 +47,15 @@ CASES = [
 ]
 
 CLASSIC = {
-    "adam": difopt.Adam, "adamw": difopt.AdamW, "sgd": difopt.SGD, "rmsprop": difopt.RMSprop,
-    "adagrad": difopt.Adagrad, "adamax": difopt.Adamax, "radam": difopt.RAdam,
-    "adadelta": difopt.Adadelta, "nadam": difopt.NAdam,
+    "adam": difopt.Adam,
+    "adamw": difopt.AdamW,
+    "sgd": difopt.SGD,
+    "rmsprop": difopt.RMSprop,
+    "adagrad": difopt.Adagrad,
+    "adamax": difopt.Adamax,
+    "radam": difopt.RAdam,
+    "adadelta": difopt.Adadelta,
+    "nadam": difopt.NAdam,
 }
 
 
@@ -133,11 +142,13 @@ def test_closure_and_add_param_group():
     theirs.add_param_group({"params": ref[2].parameters(), "lr": 0.01})
     for _ in range(5):
         for m, o in ((model, ours), (ref, theirs)):
+
             def closure(m=m, o=o):
                 o.zero_grad()
                 loss = mse(m, data)
                 loss.backward()
                 return loss
+
             loss = o.step(closure)
             assert torch.is_tensor(loss)
     assert max_rel_err(model.parameters(), list(ref.parameters())) < RTOL
@@ -157,8 +168,9 @@ def test_chained_transform_as_classic_optimizer():
     """Optimizer(params, chain(clip_grad_norm, adam)) equals clip_grad_norm_ then Adam."""
     model, data = make_mlp(), make_data()
     ref = copy.deepcopy(model)
-    ours = difopt.Optimizer(model.parameters(), difopt.chain(difopt.clip_grad_norm(0.1),
-                                                             difopt.adam(1e-2)))
+    ours = difopt.Optimizer(
+        model.parameters(), difopt.chain(difopt.clip_grad_norm(0.1), difopt.adam(1e-2))
+    )
     theirs = torch.optim.Adam(ref.parameters(), lr=1e-2)
     for _ in range(STEPS):
         ours.zero_grad()

@@ -23,12 +23,17 @@ def test_chain_flattens_compares_and_pickles():
     a, b, c = transform.scale(2.0), transform.trace(0.5), difopt.clip_grad_norm(1.0)
     nested = difopt.chain(a, difopt.chain(b, difopt.chain(c)), difopt.base.identity())
     assert nested.transformations == (a, b, c)
-    assert nested == difopt.chain(transform.scale(2.0), transform.trace(0.5),
-                                  difopt.clip_grad_norm(1.0))
+    assert nested == difopt.chain(
+        transform.scale(2.0), transform.trace(0.5), difopt.clip_grad_norm(1.0)
+    )
     assert nested != difopt.chain(transform.scale(3.0), b, c)
     assert "scale(step_size=2.0)" in repr(nested) and "trace(momentum=0.5" in repr(nested)
-    for impl in (nested, difopt.adamw(mask={"w": True, "b": False}), difopt.adagrad(lr_decay=0.1),
-                 difopt.adam(lr=linear_schedule(1.0, 0.0, 5))):
+    for impl in (
+        nested,
+        difopt.adamw(mask={"w": True, "b": False}),
+        difopt.adagrad(lr_decay=0.1),
+        difopt.adam(lr=linear_schedule(1.0, 0.0, 5)),
+    ):
         again = pickle.loads(pickle.dumps(impl))
         assert again == impl and repr(again) == repr(impl)
     params = [torch.ones(2)]
@@ -64,9 +69,11 @@ def test_adamw_mask_matches_two_torch_groups():
     params = dict(net.named_parameters())
     impl = difopt.adamw(1e-2, weight_decay=0.5, mask=mask)
     state = impl.init(params)
-    theirs = torch.optim.AdamW([{"params": [ref.weight]},
-                                {"params": [ref.bias], "weight_decay": 0.0}],
-                               lr=1e-2, weight_decay=0.5)
+    theirs = torch.optim.AdamW(
+        [{"params": [ref.weight]}, {"params": [ref.bias], "weight_decay": 0.0}],
+        lr=1e-2,
+        weight_decay=0.5,
+    )
     x = torch.randn(4, 3, dtype=torch.float64)
     for _ in range(10):
         grads = dict(zip(params, torch.autograd.grad(net(x).sum(), list(params.values()))))
@@ -219,8 +226,9 @@ def test_fused_apply_is_differentiable():
         state = impl.init(params)
         for _ in range(2):
             grads = [g * params[0], params[1] ** 2]
-            params, state = impl._difopt_apply(grads, state, params=params, factor=-0.1,
-                                               inplace=False)
+            params, state = impl._difopt_apply(
+                grads, state, params=params, factor=-0.1, inplace=False
+            )
         return params[0].sum() + params[1].sum()
 
     p = torch.randn(4, dtype=torch.float64, requires_grad=True)

@@ -10,8 +10,9 @@ import difopt
 
 def _net():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
-                               torch.nn.Linear(4, 1)).double()
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1)
+    ).double()
 
 
 def test_extract_policies():
@@ -80,8 +81,9 @@ def test_module_clone_policies():
     assert torch.equal(net[0].weight.grad, torch.ones_like(net[0].weight))
     deep = difopt.module_clone(net, by="deepcopy")
     assert deep[0].weight.grad_fn is None
-    torch.testing.assert_close(deep(torch.ones(2, 3, dtype=torch.float64)),
-                               net(torch.ones(2, 3, dtype=torch.float64)))
+    torch.testing.assert_close(
+        deep(torch.ones(2, 3, dtype=torch.float64)), net(torch.ones(2, 3, dtype=torch.float64))
+    )
     shared = difopt.module_clone(net, by="reference")
     assert shared[0].weight is net[0].weight
     tree = difopt.module_clone({"a": net[0].weight}, by="deepcopy")
@@ -122,8 +124,10 @@ def test_meta_gradient_module_separates_meta_parameters():
 def test_reparametrize_and_swap_state():
     net = torch.nn.Linear(2, 1).double()
     x = torch.ones(1, 2, dtype=torch.float64)
-    zeros = {"weight": torch.zeros(1, 2, dtype=torch.float64),
-             "bias": torch.zeros(1, dtype=torch.float64)}
+    zeros = {
+        "weight": torch.zeros(1, 2, dtype=torch.float64),
+        "bias": torch.zeros(1, dtype=torch.float64),
+    }
     before = net(x)
     with difopt.nn.reparametrize(net, zeros):
         assert net(x).item() == 0.0

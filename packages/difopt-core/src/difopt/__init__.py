@@ -160,6 +160,10 @@ __all__ = [
 ]
 
 
+if _plugins.strict_mode():
+    _plugins.load_all()
+
+
 def plugins() -> list:
     """List installed plugin entry points: group, name, distribution, version, load status."""
     return _plugins.plugins()

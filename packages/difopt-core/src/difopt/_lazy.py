@@ -28,7 +28,16 @@ class PluginBackedModule(types.ModuleType):
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__") and attr.endswith("__"):
             raise AttributeError(attr)
-        provider = self._difopt_provider(f"{self.__name__}.{attr}")
+        from difopt import registry
+
+        try:
+            provider = self._difopt_provider(f"{self.__name__}.{attr}")
+        except registry.PluginNotInstalledError:
+            # Only the documented names say "install X"; others are plain missing attributes,
+            # so hasattr() and introspection keep working without the plugin.
+            if attr in self.__dict__.get("__all__", ()):
+                raise
+            raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}") from None
         try:
             value = getattr(provider, attr)
         except AttributeError:

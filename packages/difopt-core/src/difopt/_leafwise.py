@@ -128,9 +128,7 @@ class _ForeachSqrt(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(
-            torch.where(o > 0, g / (2 * o), 0.0) for g, o in zip(grads, ctx.saved_tensors)
-        )
+        return tuple(torch.where(o > 0, g / (2 * o), 0.0) for g, o in zip(grads, ctx.saved_tensors))
 
 
 def sqrt(xs: Tensors) -> list[torch.Tensor]:

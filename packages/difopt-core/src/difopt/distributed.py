@@ -12,4 +12,32 @@ if TYPE_CHECKING:
     def __getattr__(name: str) -> Any: ...
 
 
+__all__ = [
+    "TensorDimensionPartitioner",
+    "auto_init_rpc",
+    "autograd",
+    "barrier",
+    "batch_partitioner",
+    "dim_partitioner",
+    "get_local_rank",
+    "get_local_world_size",
+    "get_rank",
+    "get_worker_id",
+    "get_world_info",
+    "get_world_rank",
+    "get_world_size",
+    "is_available",
+    "mean_reducer",
+    "not_on_rank",
+    "on_rank",
+    "parallelize",
+    "parallelize_async",
+    "parallelize_sync",
+    "rank_non_zero_only",
+    "rank_zero_only",
+    "remote_async_call",
+    "remote_sync_call",
+    "sum_reducer",
+]
+
 install(__name__, "difopt.distributed", "distributed", "difopt-distributed")

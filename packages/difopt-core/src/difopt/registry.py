@@ -22,7 +22,9 @@ it raises :class:`PluginLoadError` chained to the cause. Environment:
     comma-separated distribution or entry-point names to ignore (``*`` ignores all
     third-party plugins; core's own entry points stay).
 ``DIFOPT_STRICT_PLUGINS=1``
-    raise instead of warning when a plugin fails to load.
+    load every plugin at ``import difopt`` and raise :class:`PluginLoadError` on the first
+    that fails (no warning); by default plugins load on first use and a failure is a warning
+    plus an error when the plugin is used.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ __all__ = [
     "PluginNotInstalledError",
     "PluginWarning",
     "load",
+    "load_all",
     "names",
     "op_provider",
     "plugins",
     "require",
+    "strict_mode",
     "warn_once",
 ]
 
@@ -133,7 +137,17 @@ def discover() -> None:
                 or _normalize(ep.name) in disabled
             ):
                 info.status = "disabled"
-            _registry[group].setdefault(ep.name, _Entry(info, ep))
+            existing = _registry[group].get(ep.name)
+            if existing is not None:
+                if existing.info.distribution != dist_name:
+                    warn_once(
+                        f"duplicate:{group}:{ep.name}",
+                        f"difopt plugins '{existing.info.distribution}' and '{dist_name}' both "
+                        f"declare {group}:{ep.name}; using '{existing.info.distribution}'. "
+                        f"Disable one with {DISABLE_ENV}.",
+                    )
+                continue
+            _registry[group][ep.name] = _Entry(info, ep)
 
 
 def plugins() -> list[PluginInfo]:
@@ -154,8 +168,13 @@ def warn_once(key: str, message: str) -> None:
     warnings.warn(message, PluginWarning, stacklevel=3)
 
 
-def _strict() -> bool:
+def strict_mode() -> bool:
+    """Whether ``DIFOPT_STRICT_PLUGINS`` asks for plugin failures to raise at import."""
     return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class _IncompatiblePlugin(ImportError):
+    """A plugin declares a plugin-API major version this core does not speak."""
 
 
 def _check_api(obj: Any, entry: _Entry) -> None:
@@ -169,7 +188,7 @@ def _check_api(obj: Any, entry: _Entry) -> None:
         module = sys.modules.get(entry.entry_point.module) if entry.entry_point else None
         declared = getattr(module, "DIFOPT_PLUGIN_API", None)
     if declared is not None and str(declared).split(".")[0] != PLUGIN_API_VERSION.split(".")[0]:
-        raise ImportError(
+        raise _IncompatiblePlugin(
             f"{entry.info.distribution} {entry.info.version} was built for difopt plugin API "
             f"{declared}, but this difopt-core speaks {PLUGIN_API_VERSION}; "
             f"upgrade {entry.info.distribution} or difopt-core so their major versions match"
@@ -195,13 +214,13 @@ def load(group: str, name: str) -> Any:
             _check_api(obj, entry)
         except Exception as exc:  # noqa: BLE001  (a plugin must never break the host)
             entry.cause = exc
-            entry.info.status = "incompatible" if "plugin API" in str(exc) else "failed"
+            entry.info.status = "incompatible" if isinstance(exc, _IncompatiblePlugin) else "failed"
             entry.info.error = f"{type(exc).__name__}: {exc}"
             message = (
                 f"difopt plugin '{entry.info.distribution}' ({group}: {name} = "
                 f"{entry.info.value}) could not be loaded: {entry.info.error}"
             )
-            if not _strict():
+            if not strict_mode():
                 warn_once(f"load:{group}:{name}", message)
         else:
             entry.obj = obj
@@ -234,7 +253,20 @@ def op_provider(op: str) -> Any | None:
     try:
         return load("difopt.ops", op)
     except PluginLoadError:
+        if strict_mode():
+            raise
         return None
+
+
+def load_all() -> None:
+    """Load every usable entry point now; raise :class:`PluginLoadError` on the first failure.
+
+    Strict mode (``DIFOPT_STRICT_PLUGINS=1``) calls this at the end of ``import difopt``, so a broken or
+    incompatible plugin stops the program at start-up instead of at first use.
+    """
+    for group in GROUPS:
+        for name in names(group):
+            load(group, name)
 
 
 discover()

@@ -40,8 +40,10 @@ _POLICIES = {
 class ModuleState(NamedTuple):
     """A snapshot of a module: its parameter and buffer containers, one dict per sub-module.
 
-    ``visual_contents`` maps display names to tensors when taken with ``enable_visual=True``
-    (for ``difopt.visual.make_dot``).
+    ``visual_contents`` maps display names (``visual_prefix`` + the parameter's dotted name)
+    to the snapshot's tensors when taken with ``enable_visual=True``, for
+    ``difopt.visual.make_dot(..., params=state)``. (TorchOpt keyed this mapping by tensor;
+    difopt keys it by name, like ``named_parameters()``.)
     """
 
     params: tuple[dict[str, torch.Tensor], ...]
@@ -142,16 +144,11 @@ def extract_state_dict(
         )
     visual = None
     if enable_visual:
+        names = {id(v): f"{visual_prefix}{k}" for k, v in target.named_parameters()}
         visual = {}
-        lookup = {id(v): f"{visual_prefix}{k}" for k, v in target.named_parameters()}
-        originals = [
-            v
-            for c in _module_containers(target, "_parameters")
-            for v in c.values()
-            if v is not None
-        ]
-        for orig, new in zip(originals, (v for c in params for v in c.values())):
-            visual[lookup.get(id(orig), f"{visual_prefix}{id(orig)}")] = new
+        for original, snapshot in zip(_module_containers(target, "_parameters"), params):
+            for key, tensor in snapshot.items():
+                visual[names.get(id(original[key]), f"{visual_prefix}{key}")] = tensor
     return ModuleState(params, buffers, visual, detach_buffers)
 
 

@@ -12,6 +12,6 @@ if TYPE_CHECKING:
     def __getattr__(name: str) -> Any: ...
 
 
-__all__ = ["make_dot", "resize_graph"]
+__all__ = ["make_dot", "record_steps", "resize_graph", "summary"]
 
 install(__name__, "difopt.visual", "visual", "difopt-visual")

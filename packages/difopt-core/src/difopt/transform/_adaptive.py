@@ -145,7 +145,7 @@ def scale_by_adam(
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
         # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
         #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
-        denom = lw.sqrt(lw.add_scalar(nu, eps_root * bc2) if eps_root else nu)
+        denom: lw.Tensors = lw.sqrt(lw.add_scalar(nu, eps_root * bc2) if eps_root else nu)
         if inplace:
             torch._foreach_add_(denom, eps * math.sqrt(bc2))
             torch._foreach_addcdiv_(ps, mu, denom, value=factor * math.sqrt(bc2) / bc1)

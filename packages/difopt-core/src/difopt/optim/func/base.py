@@ -26,8 +26,8 @@ class FuncOptimizer:
         >>> w = torch.ones(2, requires_grad=True)
         >>> opt = difopt.FuncOptimizer(difopt.sgd(lr=0.5))
         >>> w2 = opt.step((w ** 2).sum(), w)
-        >>> w2
-        tensor([0., 0.], grad_fn=<AddBackward0>)
+        >>> w2.detach(), w2.requires_grad
+        (tensor([0., 0.]), True)
     """
 
     def __init__(self, impl: GradientTransformation, *, inplace: bool = False) -> None:

@@ -12,7 +12,10 @@ from difopt import _state
 from difopt.base import GradientTransformation
 from difopt.optim import _plan
 
-__all__ = ["MetaOptimizer"]
+__all__ = ["STEP_METADATA_KEY", "MetaOptimizer"]
+
+STEP_METADATA_KEY = "difopt.meta_step"
+"""Key under which :meth:`MetaOptimizer.step` tags the ``grad_fn.metadata`` of its outputs."""
 
 
 def _containers(module: nn.Module) -> tuple[dict[str, Any], ...]:
@@ -57,6 +60,7 @@ class MetaOptimizer:
             raise TypeError(f"'impl' must be a GradientTransformation, got {type(impl).__name__}")
         self.impl = impl
         self._plan = _plan.make_plan(impl)
+        self._step_count = 0
         self.param_containers_groups: list[tuple[dict[str, Any], ...]] = []
         self.state_groups: list[Any] = []
         self.add_param_group(module)
@@ -108,6 +112,19 @@ class MetaOptimizer:
             for (container, key), value in zip(group, values):
                 container[key] = value
         self.state_groups = new_states
+        self._step_count += 1
+        self._tag_step([t for values in new_params for t in values])
+
+    def _tag_step(self, new_params: list[torch.Tensor]) -> None:
+        """Mark the autograd nodes that produced this step's parameters and state.
+
+        Graph tools (``difopt.visual.make_dot(..., collapse_steps=True)``) read the tag from
+        ``grad_fn.metadata[STEP_METADATA_KEY]`` to find where each unrolled step begins.
+        """
+        tag = {"optimizer": type(self).__name__, "owner": id(self), "step": self._step_count}
+        for t in (*new_params, *lw.leaves(self.state_groups)):
+            if torch.is_tensor(t) and t.grad_fn is not None:
+                t.grad_fn.metadata[STEP_METADATA_KEY] = tag  # type: ignore[index]
 
     def state_dict(self) -> dict[str, Any]:
         """The state as plain containers (see :meth:`difopt.Optimizer.state_dict`)."""

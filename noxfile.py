@@ -1,0 +1,199 @@
+"""Development sessions of the difopt monorepo.
+
+Every package listed in ``PACKAGES`` gets the same family of sessions (``tests``,
+``doctests``, ``lint``, ``typecheck``); ``ci`` fans out to them. ``demo``, ``docs`` and
+``bench`` work on the repository as a whole.
+
+    nox -s ci                                    # what CI runs (also plain ``nox``)
+    nox -s "tests(package='difopt-core')" -- -k adam -x
+    nox -s demo | docs | bench
+    nox -l                                       # list every session
+
+Each session builds a fresh virtual environment with ``venv`` and pip (pip finds the local
+PyTorch wheel; uv and poetry do not), and every install goes through ``constraints.txt``, which
+pins torch and the tools. Packages are installed non-editable, so the tests exercise the
+installed wheel contents, entry points included, not the source tree.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["ci"]
+
+ROOT = pathlib.Path(__file__).resolve().parent
+CONSTRAINTS = ROOT / "constraints.txt"
+
+# The packages of the monorepo (folders under packages/). Adding a package = adding its name.
+PACKAGES = ("difopt-core",)
+CORE = "difopt-core"
+
+# Python files outside packages/, linted by ``lint_repo``.
+REPO_PYTHON = ("noxfile.py", "docs", "benchmarks", "examples")
+
+
+def _pip(session: nox.Session, *args: str) -> None:
+    session.install("-c", str(CONSTRAINTS), *args)
+
+
+def _package_dir(package: str) -> pathlib.Path:
+    return ROOT / "packages" / package
+
+
+def _import_names(package: str) -> list[str]:
+    """The top-level modules a package ships (the folders under its ``src/``)."""
+    src = _package_dir(package) / "src"
+    return sorted(p.parent.name for p in src.glob("*/__init__.py"))
+
+
+def _install_package(
+    session: nox.Session, package: str, *extras: str, more: tuple[str, ...] = ()
+) -> None:
+    """Install ``package`` non-editable, with difopt-core from this checkout, and ``more``.
+
+    Plugins depend on ``difopt-core``; naming the local folder in the same pip call makes pip
+    take it from here instead of looking for it on an index.
+    """
+    suffix = f"[{','.join(extras)}]" if extras else ""
+    targets = [f"{_package_dir(package)}{suffix}"]
+    if package != CORE:
+        targets.insert(0, str(_package_dir(CORE)))
+    _pip(session, "torch", *targets, *more)
+
+
+_CHECK_INSTALLED = """
+import importlib, pathlib, sys
+src_tree = pathlib.Path(sys.argv[1])
+for name in sys.argv[2:]:
+    module = importlib.import_module(name)
+    where = pathlib.Path(module.__file__).resolve()
+    if src_tree in where.parents:
+        sys.exit(f"{name} was imported from the source tree ({where}), not the installed package")
+    print(f"testing {name} {getattr(module, '__version__', '')} installed at {where.parent}")
+"""
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Install the package (and its test fixtures) from this checkout and run its tests."""
+    pkg_dir = _package_dir(package)
+    # Test-only plugin packages that declare entry points (see tests/fixtures/README.md).
+    fixtures = sorted(
+        str(p.parent) for p in (pkg_dir / "tests" / "fixtures").glob("*/pyproject.toml")
+    )
+    _install_package(session, package, "test", more=tuple(fixtures))
+    session.run("python", "-c", _CHECK_INSTALLED, str(ROOT / "packages"), *_import_names(package))
+    session.run(
+        "pytest",
+        str(pkg_dir / "tests"),
+        "--import-mode=importlib",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def doctests(session: nox.Session, package: str) -> None:
+    """Run the examples in the package's docstrings against the installed modules."""
+    _install_package(session, package, "test")
+    session.run(
+        "pytest",
+        "--doctest-modules",
+        "--pyargs",
+        *_import_names(package),
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        success_codes=[0, 5],  # 5: the package has no docstring examples
+    )
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def lint(session: nox.Session, package: str) -> None:
+    """ruff check and ruff format --check on the package (sources, tests, README)."""
+    _pip(session, "ruff")
+    pkg_dir = str(_package_dir(package))
+    session.run("ruff", "check", pkg_dir)
+    session.run("ruff", "format", "--check", pkg_dir)
+
+
+@nox.session
+def lint_repo(session: nox.Session) -> None:
+    """ruff on the Python files outside packages/ (this file, docs, benchmarks, examples)."""
+    _pip(session, "ruff")
+    paths = [str(ROOT / p) for p in REPO_PYTHON if (ROOT / p).exists()]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def typecheck(session: nox.Session, package: str) -> None:
+    """mypy on the package's sources, with torch and difopt-core installed for their types."""
+    _install_package(session, package, more=("mypy",))
+    session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), str(_package_dir(package) / "src"))
+
+
+@nox.session
+def template(session: nox.Session) -> None:
+    """Check that packages/_template still installs, lints, typechecks and passes its test."""
+    path = ROOT / "packages" / "_template"
+    _pip(session, "torch", str(_package_dir(CORE)), f"{path}[test]", "ruff", "mypy")
+    session.run("ruff", "check", str(path))
+    session.run("ruff", "format", "--check", str(path))
+    session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), str(path / "src"))
+    session.run("pytest", str(path / "tests"), "--import-mode=importlib", "-p", "no:cacheprovider")
+
+
+@nox.session(venv_backend="none")
+def ci(session: nox.Session) -> None:
+    """Everything CI checks: lint, typecheck and tests of every package, and the template."""
+    for package in PACKAGES:
+        session.notify(f"lint(package='{package}')")
+        session.notify(f"typecheck(package='{package}')")
+        session.notify(f"tests(package='{package}')")
+    session.notify("lint_repo")
+    session.notify("template")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the MAML sinusoid example (examples/maml_sinusoid.py) on difopt-core."""
+    _install_package(session, CORE, more=("tqdm", "matplotlib"))
+    session.run(
+        "python",
+        str(ROOT / "examples" / "maml_sinusoid.py"),
+        *session.posargs,
+        env={"MPLBACKEND": "Agg"},
+    )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs (user guide, architecture, API reference) into docs/_build/html."""
+    _install_package(session, CORE, more=("sphinx", "myst-parser", "furo"))
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        str(ROOT / "docs"),
+        str(ROOT / "docs" / "_build" / "html"),
+        *session.posargs,
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run benchmarks/run_all.py: difopt beside TorchOpt 0.7.3 and higher 0.2.1, one run."""
+    _install_package(session, CORE, more=("torchopt==0.7.3", "higher==0.2.1"))
+    session.run("python", str(ROOT / "benchmarks" / "run_all.py"), *session.posargs)
