@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 
 import _bench  # noqa: E402
 
-BENCHMARKS = ["adam_classic", "maml_meta", "import_time"]
+BENCHMARKS = ["adam_classic", "maml_meta", "import_time", "zero_order_mlp"]
 
 
 def main() -> None:
