@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+    runtime_checkable,
+)
 
 import torch
 import torch.distributions
@@ -78,4 +89,12 @@ OptState = TensorTree
 LinearSolver = Callable[[Callable[[TensorTree], TensorTree], TensorTree], TensorTree]
 Distribution = torch.distributions.Distribution
 SampleFunc = Callable[[Size], Union[Tensor, TensorTree]]
-Samplable = Any
+
+
+@runtime_checkable
+class Samplable(Protocol):
+    """Anything with ``sample(sample_shape) -> tensor or tree``: a noise source for zero-order
+    differentiation. ``torch.distributions.Distribution`` is one (checked at run time)."""
+
+    def sample(self, sample_shape: Size = ...) -> Any:  # noqa: D102
+        ...
