@@ -80,16 +80,8 @@ def _copier(by: Any, device: Any) -> Any:
 
 
 def _module_containers(module: nn.Module, attr: str) -> list[dict[str, Any]]:
-    seen: set[int] = set()
-    out = []
-    for m in module.modules():
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        container = getattr(m, attr)
-        if container:
-            out.append(container)
-    return out
+    """The non-empty ``attr`` dicts (``_parameters`` or ``_buffers``) of the module tree."""
+    return [getattr(m, attr) for m in module.modules() if getattr(m, attr)]
 
 
 def extract_state_dict(

@@ -314,22 +314,35 @@ def adadelta(
     )
 
 
-class _AdagradSchedule:
-    """``lr / (1 + count * lr_decay)``: torch.optim.Adagrad's learning-rate decay."""
+class _DerivedLr:
+    """A learning rate computed from ``lr`` (a float or a schedule) and one coefficient.
 
-    def __init__(self, lr: Any, lr_decay: float) -> None:
+    A small class rather than a closure, so the chains that hold it compare and pickle.
+    """
+
+    name = ""
+
+    def __init__(self, lr: Any, coefficient: float) -> None:
         self.lr = lr
-        self.lr_decay = lr_decay
+        self.coefficient = coefficient
 
-    def __call__(self, count: Any) -> Any:
-        lr = self.lr(count) if callable(self.lr) else self.lr
-        return lr / (1.0 + count * self.lr_decay)
+    def _lr(self, count: Any) -> Any:
+        return self.lr(count) if callable(self.lr) else self.lr
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _AdagradSchedule) and vars(other) == vars(self)
+        return type(other) is type(self) and vars(other) == vars(self)
 
     def __repr__(self) -> str:
-        return f"adagrad_schedule(lr={self.lr!r}, lr_decay={self.lr_decay!r})"
+        return f"{self.name}(lr={self.lr!r}, coefficient={self.coefficient!r})"
+
+
+class _AdagradSchedule(_DerivedLr):
+    """``lr / (1 + count * lr_decay)``: torch.optim.Adagrad's learning-rate decay."""
+
+    name = "adagrad_lr"
+
+    def __call__(self, count: Any) -> Any:
+        return self._lr(count) / (1.0 + count * self.coefficient)
 
 
 @forms("Adagrad", "MetaAdagrad")
@@ -471,22 +484,14 @@ def lion(
     )
 
 
-class _ProximalLr:
+class _ProximalLr(_DerivedLr):
     """``lr / (1 + lr * weight_decay)``: the step size of Adan's proximal weight decay."""
 
-    def __init__(self, lr: Any, weight_decay: float) -> None:
-        self.lr = lr
-        self.weight_decay = weight_decay
+    name = "proximal_lr"
 
     def __call__(self, count: Any) -> Any:
-        lr = self.lr(count) if callable(self.lr) else self.lr
-        return lr / (1.0 + lr * self.weight_decay)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ProximalLr) and vars(other) == vars(self)
-
-    def __repr__(self) -> str:
-        return f"proximal_lr(lr={self.lr!r}, weight_decay={self.weight_decay!r})"
+        lr = self._lr(count)
+        return lr / (1.0 + lr * self.coefficient)
 
 
 @forms("Adan", "MetaAdan", meta_defaults=_META)

@@ -19,16 +19,12 @@ STEP_METADATA_KEY = "difopt.meta_step"
 
 
 def _containers(module: nn.Module) -> tuple[dict[str, Any], ...]:
-    """The ``_parameters`` dicts of ``module`` and its sub-modules that hold parameters."""
-    seen: set[int] = set()
-    out = []
-    for m in module.modules():
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        if any(p is not None and p.requires_grad for p in m._parameters.values()):
-            out.append(m._parameters)
-    return tuple(out)
+    """The ``_parameters`` dicts of ``module`` and its sub-modules that hold trainable ones."""
+    return tuple(
+        m._parameters
+        for m in module.modules()  # each module once, even when shared
+        if any(p is not None and p.requires_grad for p in m._parameters.values())
+    )
 
 
 def _trainable(containers: tuple[dict[str, Any], ...]) -> list[tuple[dict[str, Any], str]]:
