@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parent
 CONSTRAINTS = ROOT / "constraints.txt"
 
 # The packages of the monorepo (folders under packages/). Adding a package = adding its name.
-PACKAGES = ("difopt-core", "difopt-visual", "difopt-zeroorder")
+PACKAGES = ("difopt-core", "difopt-implicit", "difopt-visual", "difopt-zeroorder")
 CORE = "difopt-core"
 
 # Python files outside packages/, linted by ``lint_repo``.

@@ -9,6 +9,6 @@ if TYPE_CHECKING:
     def __getattr__(name: str) -> Any: ...
 
 
-__all__ = ["solve_cg", "solve_inv", "solve_normal_cg"]
+__all__ = ["solve_bicgstab", "solve_cg", "solve_gmres", "solve_inv", "solve_normal_cg"]
 
 install(__name__, "difopt.diff", "implicit", "difopt-implicit", path=("linear_solve",))

@@ -12,6 +12,6 @@ if TYPE_CHECKING:
     def __getattr__(name: str) -> Any: ...
 
 
-__all__ = ["ImplicitMetaGradientModule", "custom_root"]
+__all__ = ["ImplicitMetaGradientModule", "custom_root", "nn"]
 
 install(__name__, "difopt.diff", "implicit", "difopt-implicit")
