@@ -139,3 +139,23 @@ def test_reparametrize_and_swap_state():
     assert net.bias is zeros["bias"] and "bias" in old
     with pytest.raises(KeyError, match="not"):
         difopt.nn.swap_state(net, {"nope": zeros["bias"]}, allow_missing=True)
+
+
+def test_swap_state_reaches_meta_parameters_and_meta_modules():
+    prior = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    encoder = torch.nn.Linear(3, 2).double()
+    m = _Inner(prior, encoder)
+    new_prior = torch.ones(3, dtype=torch.float64)
+    new_w = torch.zeros(2, 3, dtype=torch.float64)
+    with difopt.nn.reparametrize(
+        m, {"prior": new_prior, "encoder.weight": new_w}, allow_missing=True
+    ):
+        assert m.prior is new_prior and m.encoder.weight is new_w
+        assert torch.equal(
+            m.encoder(torch.ones(1, 3, dtype=torch.float64)), encoder.bias.detach()[None]
+        )
+    assert m.prior is prior and isinstance(m.encoder.weight, torch.nn.Parameter)
+    with pytest.raises(KeyError, match="encoder.nope"):
+        difopt.nn.swap_state(m, {"encoder.nope": new_w}, allow_missing=True)
+    with pytest.raises(KeyError, match="missing.weight"):
+        difopt.nn.swap_state(m, {"missing.weight": new_w}, allow_missing=True)

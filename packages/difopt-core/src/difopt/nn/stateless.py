@@ -17,6 +17,35 @@ def _items(named_tensors: Any) -> list[tuple[str, torch.Tensor]]:
     return list(named_tensors)
 
 
+def _submodule(module: nn.Module, name: str, path: str) -> nn.Module:
+    child = module._modules.get(name)
+    if child is None:
+        child = getattr(module, "_meta_modules", {}).get(name)
+    if child is None:
+        raise KeyError(f"'named_tensors' names {path!r}, which is not in the module")
+    return child
+
+
+def _container_of(module: nn.Module, path: str) -> tuple[dict[str, Any], str]:
+    """The dict holding tensor ``path`` (a parameter, buffer or meta-parameter) and its key.
+
+    Paths go through sub-modules and, for :class:`difopt.nn.MetaGradientModule`, through
+    meta-modules and meta-parameters too.
+    """
+    *parents, attr = path.split(".")
+    owner = module
+    for part in parents:
+        owner = _submodule(owner, part, path)
+    for container in (
+        owner._parameters,
+        owner._buffers,
+        getattr(owner, "_meta_parameters", {}),
+    ):
+        if attr in container:
+            return container, attr
+    raise KeyError(f"'named_tensors' names {path!r}, which is not a parameter or buffer")
+
+
 def swap_state(
     module: nn.Module,
     named_tensors: dict[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
@@ -24,8 +53,9 @@ def swap_state(
 ) -> dict[str, torch.Tensor]:
     """Replace the module's tensors named in ``named_tensors``; return the replaced ones.
 
-    Names are dotted paths of parameters or buffers (``"layer.0.weight"``). Unless
-    ``allow_missing``, every parameter and buffer of the module must be given. Everything is
+    Names are dotted paths of parameters or buffers (``"layer.0.weight"``), and of the
+    meta-parameters and meta-modules' tensors of a :class:`difopt.nn.MetaGradientModule`.
+    Unless ``allow_missing``, every parameter and buffer of the module must be given. Everything is
     checked before anything is replaced.
     """
     if not isinstance(module, nn.Module):
@@ -33,17 +63,7 @@ def swap_state(
     items = _items(named_tensors)
     plan = []
     for name, value in items:
-        prefix, _, attr = name.rpartition(".")
-        try:
-            owner = module.get_submodule(prefix) if prefix else module
-        except AttributeError as exc:
-            raise KeyError(f"'named_tensors' names {name!r}, which is not in the module") from exc
-        if attr in owner._parameters:
-            container: dict[str, Any] = owner._parameters
-        elif attr in owner._buffers:
-            container = owner._buffers
-        else:
-            raise KeyError(f"'named_tensors' names {name!r}, which is not a parameter or buffer")
+        container, attr = _container_of(module, name)
         if value is not None and not torch.is_tensor(value):
             raise TypeError(
                 f"'named_tensors'[{name!r}] must be a tensor, got {type(value).__name__}"
