@@ -179,7 +179,8 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the HTML docs (user guide, architecture, API reference) into docs/_build/html."""
-    _install_package(session, CORE, more=("sphinx", "myst-parser", "furo"))
+    plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
+    _install_package(session, CORE, more=(*plugins, "sphinx", "myst-parser", "furo"))
     session.run(
         "sphinx-build",
         "-W",

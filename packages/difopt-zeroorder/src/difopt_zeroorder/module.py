@@ -78,13 +78,14 @@ class ZeroOrderGradientModule(nn.Module):
         class Policy(ZeroOrderGradientModule, method="antithetic", num_samples=64, sigma=0.1):
             ...
 
-    Class keywords:
-        method: ``'naive'`` (default), ``'forward'`` or ``'antithetic'``.
-        num_samples: noise draws per estimate (default 1).
-        sigma: smoothing radius (default 1.0).
-        vectorize: evaluate all perturbed points with one :func:`torch.func.vmap` call
-            (default False); ``forward`` must then be vmappable.
-        chunk_size: with ``vectorize=True``, at most this many points per vmap call.
+    The class keywords are:
+
+    - ``method``: ``'naive'`` (default), ``'forward'`` or ``'antithetic'``.
+    - ``num_samples``: noise draws per estimate (default 1).
+    - ``sigma``: smoothing radius (default 1.0).
+    - ``vectorize``: evaluate all perturbed points with one :func:`torch.func.vmap` call
+      (default False); ``forward`` must then be vmappable.
+    - ``chunk_size``: with ``vectorize=True``, at most this many points per vmap call.
 
     A subclass that does not give the keywords inherits its parent's. Parameters with
     ``requires_grad=False`` are not perturbed. Call :meth:`manual_seed` for reproducible
