@@ -236,3 +236,18 @@ def test_editing_param_group_lr_takes_effect_like_torch():
     sgd.param_groups[0]["momentum"] = 0.9
     with pytest.raises(ValueError, match="state layout"):
         sgd.step()
+
+
+def test_parameters_without_grad_are_not_updated():
+    """A frozen parameter (grad None) is skipped even with weight decay, as in torch.optim."""
+    model, data = make_mlp(), make_data()
+    frozen = model[0].weight
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    opt = difopt.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        mse(model, data).backward()
+        opt.step()
+    assert torch.equal(frozen, before)
+    assert not torch.equal(model[2].weight, make_mlp()[2].weight)

@@ -142,7 +142,11 @@ class Optimizer:
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Update the parameters from their ``.grad`` (missing gradients count as zero).
+        """Update the parameters from their ``.grad``.
+
+        A parameter whose ``.grad`` is None is left unchanged, as in torch.optim; unlike
+        torch.optim, the group's state (moments, step count) still advances for it, with a
+        zero gradient.
 
         Args:
             closure: re-evaluates the model and returns the loss (it runs with grad enabled).
@@ -158,9 +162,19 @@ class Optimizer:
             grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
             work.append((params, grads))
         for i, (params, grads) in enumerate(work):
-            _, self.state_groups[i] = _plan.step(
-                self._impls[i], self._plans[i], grads, self.state_groups[i], params, inplace=True
+            with_grad = [p.grad is not None for p in params]
+            if all(with_grad):
+                _, self.state_groups[i] = _plan.step(
+                    self._impls[i], self._plans[i], grads, self.state_groups[i], params, True
+                )
+                continue
+            # Parameters without a gradient stay as they are (torch.optim skips them); the
+            # transformation still sees them, with a zero gradient, as its state is per group.
+            updates, self.state_groups[i] = self._impls[i].update(
+                grads, self.state_groups[i], params=params, inplace=True
             )
+            kept = [(p, u) for p, u, g in zip(params, updates, with_grad) if g]
+            lw.add_([p for p, _ in kept], [u for _, u in kept])
         return loss
 
     def state_dict(self) -> dict[str, Any]:
