@@ -29,7 +29,13 @@ ROOT = pathlib.Path(__file__).resolve().parent
 CONSTRAINTS = ROOT / "constraints.txt"
 
 # The packages of the monorepo (folders under packages/). Adding a package = adding its name.
-PACKAGES = ("difopt-core", "difopt-implicit", "difopt-visual", "difopt-zeroorder")
+PACKAGES = (
+    "difopt-core",
+    "difopt-distributed",
+    "difopt-implicit",
+    "difopt-visual",
+    "difopt-zeroorder",
+)
 CORE = "difopt-core"
 
 # Python files outside packages/, linted by ``lint_repo``.
@@ -196,9 +202,6 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run benchmarks/run_all.py: difopt beside TorchOpt 0.7.3 and higher 0.2.1, one run."""
-    _install_package(
-        session,
-        "difopt-zeroorder",
-        more=("torchopt==0.7.3", "higher==0.2.1"),
-    )
+    plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
+    _install_package(session, CORE, more=(*plugins, "torchopt==0.7.3", "higher==0.2.1"))
     session.run("python", str(ROOT / "benchmarks" / "run_all.py"), *session.posargs)

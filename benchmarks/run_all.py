@@ -23,7 +23,13 @@ sys.path.insert(0, str(HERE))
 
 import _bench  # noqa: E402
 
-BENCHMARKS = ["adam_classic", "maml_meta", "import_time", "zero_order_mlp"]
+BENCHMARKS = [
+    "adam_classic",
+    "maml_meta",
+    "import_time",
+    "zero_order_mlp",
+    "distributed_maml",
+]
 
 
 def main() -> None:

@@ -1,0 +1,631 @@
+"""Remote calls: partition the arguments over workers, call, reduce the results."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pickle
+import threading
+import time
+import traceback
+from typing import Any, Callable, Iterable, Sequence, Tuple, TypeVar, Union
+
+import optree
+import torch
+import torch.distributed.rpc as rpc
+
+from difopt.pytree import NAMESPACE
+from difopt_distributed import _world
+from difopt_distributed._errors import WorkerError, WorkerLostError
+
+__all__ = [
+    "TensorDimensionPartitioner",
+    "batch_partitioner",
+    "dim_partitioner",
+    "exclusive_batch_partitioner",
+    "mean_reducer",
+    "parallelize",
+    "parallelize_async",
+    "parallelize_sync",
+    "remote_async_call",
+    "remote_sync_call",
+    "sum_reducer",
+]
+
+T = TypeVar("T")
+U = TypeVar("U")
+Args = Tuple[Any, ...]
+KwArgs = dict
+Partition = Tuple[int, Union[Args, None], Union[KwArgs, None]]
+PartitionFunction = Callable[..., Sequence[Partition]]
+Partitioner = Union[int, str, PartitionFunction]
+
+UNSET_RPC_TIMEOUT: float = rpc.api.UNSET_RPC_TIMEOUT
+
+# ----------------------------------------------------------------------------- partitioners
+
+
+class TensorDimensionPartitioner:
+    """Split every tensor of a call's arguments along one dimension, one slice per call.
+
+    Tensors (anywhere in the ``args`` / ``kwargs`` pytree) are sliced along ``dim``; other
+    values are sent whole to every call. All tensors must have the same size along ``dim``.
+    Calling the partitioner returns ``[(rank, args, kwargs), ...]``, one entry per RPC.
+
+    Args:
+        dim: the dimension to split (negative counts from the end).
+        exclusive: True: one call per index along ``dim`` (calls are dealt to the workers in
+            turn). False: ``min(size, num_workers)`` calls of contiguous slices, the last one
+            taking the remainder.
+        keepdim: True keeps ``dim`` in every slice; False selects (drops ``dim``), which is
+            only possible with ``exclusive=True``.
+        workers: ranks or names of the workers to use; None for every worker of the world.
+
+    Raises:
+        ValueError: ``keepdim=False`` without ``exclusive=True``, or an empty ``workers``.
+        TypeError: ``dim`` is not an int.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        exclusive: bool = False,
+        keepdim: bool = True,
+        workers: Sequence[int | str] | None = None,
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+        if not keepdim and not exclusive:
+            raise ValueError("keepdim=False needs exclusive=True (one call per index)")
+        if workers is not None:
+            workers = list(workers)
+            if not workers:
+                raise ValueError("workers must name at least one worker, or be None for all")
+        self.dim = dim
+        self.exclusive = exclusive
+        self.keepdim = keepdim
+        self.workers = workers
+
+    def __repr__(self) -> str:
+        return (
+            f"TensorDimensionPartitioner(dim={self.dim}, exclusive={self.exclusive}, "
+            f"keepdim={self.keepdim}, workers={self.workers!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            functools.partial(
+                TensorDimensionPartitioner,
+                exclusive=self.exclusive,
+                keepdim=self.keepdim,
+                workers=self.workers,
+            ),
+            (self.dim,),
+        )
+
+    def _ranks(self) -> list[int]:
+        if self.workers is None:
+            return list(range(_world.get_world_size()))
+        return [_world.get_worker_id(w) for w in self.workers]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[Partition]:
+        """Partition ``args`` and ``kwargs``; see the class docstring."""
+        ranks = self._ranks()
+        leaves: list[Any]
+        leaves, spec = optree.tree_flatten((args, kwargs), namespace=NAMESPACE)  # type: ignore[arg-type]
+        size: int | None = None
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                if not -leaf.dim() <= self.dim < leaf.dim():
+                    raise ValueError(
+                        f"dim={self.dim} is out of range for an argument of shape "
+                        f"{tuple(leaf.shape)}"
+                    )
+                n = leaf.shape[self.dim]
+                if size is None:
+                    size = n
+                elif n != size:
+                    raise ValueError(
+                        f"every tensor argument must have the same size along dim={self.dim}: "
+                        f"got {size} and {n} (shape {tuple(leaf.shape)})"
+                    )
+        if size is None:  # nothing to split: one call, on this worker
+            return [(_world.get_world_rank(), args, dict(kwargs))]
+        if size == 0:
+            raise ValueError(f"cannot partition tensors of size 0 along dim={self.dim}")
+
+        index: list[int | slice]
+        if self.exclusive:
+            index = [i if not self.keepdim else slice(i, i + 1) for i in range(size)]
+        else:
+            parts = min(size, len(ranks))
+            step = size // parts
+            bounds = [i * step for i in range(parts)] + [size]
+            index = [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+        def take(leaf: Any, where: int | slice) -> Any:
+            if not isinstance(leaf, torch.Tensor):
+                return leaf
+            if isinstance(where, int):
+                return leaf.select(self.dim, where)
+            return leaf.narrow(self.dim, where.start, where.stop - where.start)
+
+        out: list[Partition] = []
+        for i, where in enumerate(index):
+            call_args, call_kwargs = optree.tree_unflatten(spec, [take(x, where) for x in leaves])
+            out.append((ranks[i % len(ranks)], tuple(call_args), dict(call_kwargs)))
+        return out
+
+
+def dim_partitioner(
+    dim: int = 0,
+    *,
+    exclusive: bool = False,
+    keepdim: bool = True,
+    workers: Sequence[int | str] | None = None,
+) -> PartitionFunction:
+    """Return a :class:`TensorDimensionPartitioner` splitting along ``dim``.
+
+    Args:
+        dim: the dimension to split.
+        exclusive: one call per index (True) or one call per worker (False).
+        keepdim: keep the split dimension in each slice (False needs ``exclusive=True``).
+        workers: ranks or names of the workers to use; None for all.
+
+    Returns:
+        The partitioner.
+    """
+    return TensorDimensionPartitioner(dim, exclusive=exclusive, keepdim=keepdim, workers=workers)
+
+
+batch_partitioner: PartitionFunction = dim_partitioner(dim=0, keepdim=True, exclusive=False)
+"""Split along dimension 0 into ``min(batch_size, world_size)`` contiguous slices."""
+
+exclusive_batch_partitioner: PartitionFunction = dim_partitioner(
+    dim=0, keepdim=True, exclusive=True
+)
+"""Split along dimension 0 into one call per sample, dealt to the workers in turn."""
+
+
+# ----------------------------------------------------------------------------- reducers
+
+
+def _reduce(results: Iterable[Any], name: str, op: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(results, torch.Tensor):
+        raise TypeError(f"{name}() takes a sequence of results, got a single tensor")
+    results = list(results)
+    if not results:
+        raise ValueError(f"{name}() needs at least one result, got an empty sequence")
+    leaves0, spec = optree.tree_flatten(results[0], namespace=NAMESPACE)
+    columns = [leaves0]
+    for i, r in enumerate(results[1:], start=1):
+        leaves, other = optree.tree_flatten(r, namespace=NAMESPACE)
+        if other != spec:
+            raise ValueError(
+                f"{name}() needs results of one structure: result 0 is {spec}, "
+                f"result {i} is {other}"
+            )
+        columns.append(leaves)
+    reduced = []
+    for j, column in enumerate(zip(*columns)):
+        if not all(isinstance(x, torch.Tensor) for x in column):
+            bad = next(type(x).__name__ for x in column if not isinstance(x, torch.Tensor))
+            raise TypeError(f"{name}() reduces tensors, got a {bad} at leaf {j}")
+        reduced.append(op(torch.stack(column, dim=0)))
+    return optree.tree_unflatten(spec, reduced)
+
+
+def mean_reducer(results: Iterable[Any]) -> Any:
+    """Average the results of the calls, leaf by leaf when they are pytrees of tensors.
+
+    Args:
+        results: one result per call; tensors (or pytrees of tensors) of one shape.
+
+    Returns:
+        The element-wise mean.
+
+    Raises:
+        ValueError: ``results`` is empty or the results differ in structure.
+        TypeError: a result (leaf) is not a tensor.
+    """
+    return _reduce(results, "mean_reducer", lambda x: x.mean(dim=0))
+
+
+def sum_reducer(results: Iterable[Any]) -> Any:
+    """Sum the results of the calls, leaf by leaf when they are pytrees of tensors.
+
+    Args:
+        results: one result per call; tensors (or pytrees of tensors) of one shape.
+
+    Returns:
+        The element-wise sum.
+
+    Raises:
+        ValueError: ``results`` is empty or the results differ in structure.
+        TypeError: a result (leaf) is not a tensor.
+    """
+    return _reduce(results, "sum_reducer", lambda x: x.sum(dim=0))
+
+
+# ----------------------------------------------------------------------------- remote side
+
+
+class _FunctionRef:
+    """Pickles as (module, qualname): finds the undecorated function behind ``parallelize``.
+
+    The module attribute of a decorated function is the decorator's wrapper, so pickling the
+    function by reference would run the wrapper (another remote call) on the worker.
+    """
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    def resolve(self) -> Callable[..., Any]:
+        obj: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return getattr(obj, "_difopt_remote_target", obj)
+
+
+class _Failure:
+    """What a worker sends back instead of a result when the function raised."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        self.message = str(exc)
+        self.remote_traceback = "".join(traceback.format_exception(exc))
+        try:
+            self.pickled: bytes | None = pickle.dumps(exc)
+        except Exception:  # noqa: BLE001  (an exception that does not pickle still reports)
+            self.pickled = None
+
+    def original(self) -> BaseException | None:
+        if self.pickled is None:
+            return None
+        try:
+            exc = pickle.loads(self.pickled)
+        except Exception:  # noqa: BLE001  (its class may not be importable here)
+            return None
+        return exc if isinstance(exc, BaseException) else None
+
+
+def _run_remote(target: Any, args: Args, kwargs: KwArgs) -> Any:
+    """Run on the worker: call the function, turn an exception into a :class:`_Failure`."""
+    func = target.resolve() if isinstance(target, _FunctionRef) else target
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001  (sent back to the caller, see _unwrap)
+        return _Failure(exc)
+
+
+# ----------------------------------------------------------------------------- caller side
+
+_error_classes: dict[type, type] = {}
+
+
+def _worker_error_class(original: type[BaseException]) -> type[WorkerError]:
+    """A subclass of WorkerError and of the original class, so either ``except`` catches it."""
+    if not issubclass(original, Exception) or issubclass(original, WorkerError):
+        return WorkerError
+    cls = _error_classes.get(original)
+    if cls is None:
+        try:
+            cls = type(
+                f"WorkerError[{original.__name__}]",
+                (WorkerError, original),
+                {"__module__": WorkerError.__module__, "__init__": WorkerError.__init__},
+            )
+        except TypeError:  # incompatible layouts (OSError family, ...)
+            cls = WorkerError
+        _error_classes[original] = cls
+    return cls
+
+
+def _raise_failure(failure: _Failure, rank: int) -> None:
+    name = _world.worker_name(rank)
+    original = failure.original()
+    cls = _worker_error_class(type(original)) if original is not None else WorkerError
+    error = cls(
+        f"worker {rank} ({name}) raised {failure.exception_type}: {failure.message}\n\n"
+        f"Remote traceback (on {name}):\n{failure.remote_traceback}",
+        rank=rank,
+        worker_name=name,
+        exception_type=failure.exception_type,
+        remote_traceback=failure.remote_traceback,
+    )
+    raise error from original
+
+
+def _unwrap(fut: torch.futures.Future, rank: int, started: float, timeout: float) -> Any:
+    try:
+        value = fut.wait()
+    except Exception as exc:
+        elapsed = time.monotonic() - started
+        text = str(exc)
+        timed_out = "timeout" in text.lower() or "timed out" in text.lower()
+        name = _world.worker_name(rank)
+        _world._mark_lost(rank)
+        if timed_out:
+            limit = rpc.get_rpc_timeout() if timeout == UNSET_RPC_TIMEOUT else timeout
+            why = f"did not answer within the timeout of {limit:g} s"
+        else:
+            why = f"failed after {elapsed:.1f} s: the worker process died or is unreachable"
+        raise WorkerLostError(
+            f"RPC to worker {rank} ({name}) {why} ({text.strip().splitlines()[0] if text else ''})",
+            rank=rank,
+            worker_name=name,
+            timed_out=timed_out,
+        ) from exc
+    if isinstance(value, _Failure):
+        _raise_failure(value, rank)
+    return value
+
+
+def _partitions(partitioner: Any, args: Args, kwargs: KwArgs, size: int) -> list[Partition]:
+    if isinstance(partitioner, (int, str)) and not isinstance(partitioner, bool):
+        return [(_world.get_worker_id(partitioner), args, kwargs)]
+    if not callable(partitioner):
+        raise ValueError(
+            "partitioner must be a worker rank (int), a worker name (str) or a callable "
+            f"returning [(rank, args, kwargs), ...], got {partitioner!r}"
+        )
+    raw = partitioner(*args, **kwargs)
+    try:
+        parts = list(raw)
+    except TypeError:
+        raise ValueError(
+            f"partitioner {partitioner!r} must return a sequence of (rank, args, kwargs), "
+            f"got {type(raw).__name__}"
+        ) from None
+    if not parts:
+        raise ValueError(f"partitioner {partitioner!r} returned no partitions")
+    checked: list[Partition] = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, (tuple, list)) or len(part) != 3:
+            raise ValueError(
+                f"partitioner {partitioner!r} returned {part!r} at position {i}; each entry "
+                "must be a (rank, args, kwargs) triple"
+            )
+        rank, part_args, part_kwargs = part
+        if isinstance(rank, str):
+            rank = _world.get_worker_id(rank)
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < size:
+            raise ValueError(
+                f"partitioner {partitioner!r} sent partition {i} to worker {rank!r}, but the "
+                f"world has {size} worker(s): ranks must be in [0, {size})"
+            )
+        if part_args is not None and not isinstance(part_args, (tuple, list)):
+            raise ValueError(f"partition {i}: args must be a tuple or None, got {part_args!r}")
+        if part_kwargs is not None and not isinstance(part_kwargs, dict):
+            raise ValueError(f"partition {i}: kwargs must be a dict or None, got {part_kwargs!r}")
+        checked.append((rank, tuple(part_args or ()), dict(part_kwargs or {})))
+    return checked
+
+
+def _remote_target(func: Callable[..., Any]) -> Any:
+    ref = getattr(func, "_difopt_remote_ref", None)
+    return ref if ref is not None else func
+
+
+def remote_async_call(
+    func: Callable[..., T],
+    *,
+    args: Args | None = None,
+    kwargs: KwArgs | None = None,
+    partitioner: Partitioner | None = None,
+    reducer: Callable[[Iterable[T]], U] | None = None,
+    timeout: float | None = UNSET_RPC_TIMEOUT,
+) -> torch.futures.Future:
+    """Call ``func`` on remote workers without blocking; return a future of the result.
+
+    The partitioner turns ``(args, kwargs)`` into ``[(rank, args_i, kwargs_i), ...]``; one
+    RPC is sent per entry and the future resolves to the list of results in that order, or to
+    ``reducer(results)``. Inside ``difopt.distributed.autograd.context()``, gradients flow back
+    through the calls to tensors that require grad.
+
+    Args:
+        func: a function importable on every worker (defined at module level).
+        args: positional arguments.
+        kwargs: keyword arguments.
+        partitioner: a rank or worker name (the whole call goes there), or a callable
+            returning ``[(rank, args, kwargs), ...]``; default :data:`batch_partitioner`.
+        reducer: combines the list of results; None returns the list.
+        timeout: seconds each RPC may take (0 waits forever); default the world's RPC timeout.
+
+    Returns:
+        A :class:`torch.futures.Future`. Its ``wait()`` raises :class:`WorkerError` (also an
+        instance of the original exception class when possible) when ``func`` raised on a
+        worker, and :class:`WorkerLostError` when a worker died or timed out.
+
+    Raises:
+        RpcNotInitializedError: RPC is not running.
+        ValueError: a bad partitioner, partitioner output, or timeout.
+    """
+    _world._require_rpc("remote_async_call()")
+    if not callable(func):
+        raise TypeError(f"func must be callable, got {type(func).__name__}")
+    if reducer is not None and not callable(reducer):
+        raise TypeError(f"reducer must be callable or None, got {type(reducer).__name__}")
+    if timeout is None:
+        timeout = UNSET_RPC_TIMEOUT
+    elif timeout != UNSET_RPC_TIMEOUT and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        raise ValueError(
+            f"timeout must be a number of seconds >= 0 (0: no limit) or None, got {timeout!r}"
+        )
+    args = () if args is None else tuple(args)
+    kwargs = {} if kwargs is None else dict(kwargs)
+    parts = _partitions(
+        batch_partitioner if partitioner is None else partitioner,
+        args,
+        kwargs,
+        _world._current_world_size(),
+    )
+    target = _remote_target(func)
+    if not isinstance(target, _FunctionRef):
+        _check_importable(func, "remote_async_call(func=...)")
+    started = time.monotonic()
+    futures = [
+        (rank, rpc.rpc_async(rank, _run_remote, args=(target, a, kw), timeout=float(timeout)))
+        for rank, a, kw in parts
+    ]
+    return _gather(futures, reducer, started, float(timeout))
+
+
+def _gather(
+    futures: list[tuple[int, torch.futures.Future]],
+    reducer: Callable[[list[Any]], Any] | None,
+    started: float,
+    timeout: float,
+) -> torch.futures.Future:
+    """One future for all calls: the (reduced) results, or the first error, raised as is.
+
+    Errors are set with ``set_exception`` rather than raised inside ``Future.then`` callbacks,
+    which torch would re-wrap in a plain RuntimeError.
+    """
+    out: torch.futures.Future = torch.futures.Future()
+    results: list[Any] = [None] * len(futures)
+    state = {"remaining": len(futures), "failed": False}
+    lock = threading.Lock()
+
+    def on_done(i: int, rank: int, fut: torch.futures.Future) -> None:
+        try:
+            value = _unwrap(fut, rank, started, timeout)
+        except Exception as exc:  # noqa: BLE001  (handed to the caller through `out`)
+            with lock:
+                if state["failed"]:
+                    return
+                state["failed"] = True
+            out.set_exception(exc)
+            return
+        with lock:
+            if state["failed"]:
+                return
+            results[i] = value
+            state["remaining"] -= 1
+            if state["remaining"]:
+                return
+        try:
+            final = results if reducer is None else reducer(results)
+        except Exception as exc:  # noqa: BLE001  (a reducer error reaches the caller as is)
+            out.set_exception(exc)
+        else:
+            out.set_result(final)
+
+    for i, (rank, fut) in enumerate(futures):
+        fut.add_done_callback(functools.partial(on_done, i, rank))
+    return out
+
+
+def remote_sync_call(
+    func: Callable[..., T],
+    *,
+    args: Args | None = None,
+    kwargs: KwArgs | None = None,
+    partitioner: Partitioner | None = None,
+    reducer: Callable[[Iterable[T]], U] | None = None,
+    timeout: float | None = UNSET_RPC_TIMEOUT,
+) -> Any:
+    """Call ``func`` on remote workers and wait for the result.
+
+    Same arguments as :func:`remote_async_call`.
+
+    Returns:
+        The list of results, or ``reducer(results)``.
+
+    Raises:
+        WorkerError: ``func`` raised on a worker (the message has its rank and traceback).
+        WorkerLostError: a worker died, its connection broke, or it timed out.
+    """
+    return remote_async_call(
+        func, args=args, kwargs=kwargs, partitioner=partitioner, reducer=reducer, timeout=timeout
+    ).wait()
+
+
+def _check_importable(func: Callable[..., Any], what: str) -> tuple[str, str]:
+    qualname = getattr(func, "__qualname__", getattr(func, "__name__", "")) or ""
+    module = getattr(func, "__module__", None) or ""
+    if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+        raise ValueError(
+            f"{what}: cannot send {qualname or func!r} to workers, which find a function by "
+            "its module and name; define it at module level"
+        )
+    return module, qualname
+
+
+def _decorate(
+    runner: Callable[..., Any],
+    partitioner: Partitioner | None,
+    reducer: Callable[..., Any] | None,
+    timeout: float | None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    if partitioner is None:
+        partitioner = batch_partitioner
+        if reducer is None:
+            reducer = mean_reducer
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(func):
+            raise TypeError(f"can only parallelize a callable, got {type(func).__name__}")
+        module, qualname = _check_importable(func, "parallelize")
+
+        @functools.wraps(func)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            return runner(
+                wrapped,
+                args=args,
+                kwargs=kwargs,
+                partitioner=partitioner,
+                reducer=reducer,
+                timeout=timeout,
+            )
+
+        wrapped._difopt_remote_target = func  # type: ignore[attr-defined]
+        wrapped._difopt_remote_ref = _FunctionRef(module, qualname)  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator
+
+
+def parallelize_async(
+    partitioner: Partitioner | None = None,
+    reducer: Callable[[Iterable[T]], U] | None = None,
+    timeout: float | None = UNSET_RPC_TIMEOUT,
+) -> Callable[[Callable[..., T]], Callable[..., torch.futures.Future]]:
+    """Return a decorator whose calls run on the workers and return a future.
+
+    Args:
+        partitioner: as for :func:`remote_async_call`; default :data:`batch_partitioner`,
+            which also makes the default reducer :func:`mean_reducer`.
+        reducer: combines the list of results; None returns the list.
+        timeout: seconds each RPC may take; default the world's RPC timeout.
+
+    Returns:
+        The decorator. The function must be defined at module level.
+    """
+    return _decorate(remote_async_call, partitioner, reducer, timeout)
+
+
+def parallelize(
+    partitioner: Partitioner | None = None,
+    reducer: Callable[[Iterable[T]], U] | None = None,
+    timeout: float | None = UNSET_RPC_TIMEOUT,
+) -> Callable[[Callable[..., T]], Callable[..., Any]]:
+    """Return a decorator whose calls run on the workers and wait for the result.
+
+    Args:
+        partitioner: as for :func:`remote_async_call`; default :data:`batch_partitioner`,
+            which also makes the default reducer :func:`mean_reducer`.
+        reducer: combines the list of results; None returns the list.
+        timeout: seconds each RPC may take; default the world's RPC timeout.
+
+    Returns:
+        The decorator. The function must be defined at module level.
+    """
+    return _decorate(remote_sync_call, partitioner, reducer, timeout)
+
+
+parallelize_sync = parallelize
