@@ -240,6 +240,20 @@ PLUGIN_SURFACE = [
     ("difopt.diff", ["ImplicitMetaGradientModule"], "difopt.diff", "implicit", "difopt-implicit"),
     ("difopt.visual", ["make_dot", "resize_graph"], "difopt.visual", "visual", "difopt-visual"),
     (
+        "difopt.distributed.autograd",
+        ["context", "backward", "grad", "get_gradients"],
+        "difopt.distributed",
+        "distributed",
+        "difopt-distributed",
+    ),
+    (
+        "difopt.pytree",
+        ["tree_as_rref", "tree_to_here"],
+        "difopt.distributed",
+        "distributed",
+        "difopt-distributed",
+    ),
+    (
         "difopt.distributed",
         [
             "is_available",

@@ -125,6 +125,18 @@ def tree_vdot_real(tree_x: Any, tree_y: Any) -> torch.Tensor:
     return functools.reduce(operator.add, map(_vdot_real, leaves_x, leaves_y))
 
 
+def __getattr__(name: str) -> Any:
+    # TorchOpt's pytree also offers the RPC helpers; they live in difopt-distributed.
+    if name in ("tree_as_rref", "tree_to_here"):
+        from difopt import registry
+
+        plugin = registry.require(
+            "difopt.distributed", "distributed", "difopt-distributed", f"difopt.pytree.{name}"
+        )
+        return getattr(plugin, name)
+    raise AttributeError(f"module 'difopt.pytree' has no attribute {name!r}")
+
+
 def tree_wait(future_tree: Any) -> Any:
     """Wait on every ``torch.futures.Future`` leaf and return the tree of results."""
     return _map(

@@ -41,3 +41,5 @@ __all__ = [
 ]
 
 install(__name__, "difopt.distributed", "distributed", "difopt-distributed")
+
+from difopt.distributed import autograd  # noqa: E402  (after the module is made lazy)
