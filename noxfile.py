@@ -31,12 +31,16 @@ CONSTRAINTS = ROOT / "constraints.txt"
 # The packages of the monorepo (folders under packages/). Adding a package = adding its name.
 PACKAGES = (
     "difopt-core",
+    "difopt-accel",
     "difopt-distributed",
     "difopt-implicit",
     "difopt-visual",
     "difopt-zeroorder",
 )
 CORE = "difopt-core"
+# Packages with native code: built against the torch installed in the session, so without
+# pip's build isolation; their build requirements are installed first.
+NATIVE = {"difopt-accel": ("scikit-build-core", "pybind11", "cmake", "ninja")}
 
 # Python files outside packages/, linted by ``lint_repo``.
 REPO_PYTHON = ("noxfile.py", "docs", "benchmarks", "examples")
@@ -68,7 +72,15 @@ def _install_package(
     targets = [f"{_package_dir(package)}{suffix}"]
     if package != CORE:
         targets.insert(0, str(_package_dir(CORE)))
-    _pip(session, "torch", *targets, *more)
+    native = [name for name in NATIVE if name == package or str(_package_dir(name)) in more]
+    if not native:
+        _pip(session, "torch", *targets, *more)
+        return
+    # No build isolation: every build backend must already be in the session.
+    build_requires = {"hatchling"} | {req for name in native for req in NATIVE[name]}
+    _pip(session, "torch", *sorted(build_requires))
+    session.env["CMAKE_BUILD_PARALLEL_LEVEL"] = "2"
+    _pip(session, "--no-build-isolation", *targets, *more)
 
 
 _CHECK_INSTALLED = """
@@ -145,7 +157,15 @@ def lint_repo(session: nox.Session) -> None:
 def typecheck(session: nox.Session, package: str) -> None:
     """mypy on the package's sources, with torch and difopt-core installed for their types."""
     _install_package(session, package, more=("mypy",))
-    session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), str(_package_dir(package) / "src"))
+    cache = pathlib.Path(session.create_tmp()) / "mypy-cache"  # per session: never stale
+    session.run(
+        "mypy",
+        "--config-file",
+        str(ROOT / "mypy.ini"),
+        "--cache-dir",
+        str(cache),
+        str(_package_dir(package) / "src"),
+    )
 
 
 @nox.session

@@ -29,6 +29,7 @@ BENCHMARKS = [
     "import_time",
     "zero_order_mlp",
     "distributed_maml",
+    "accel_adam",
 ]
 
 

@@ -164,7 +164,10 @@ class FusedApplyTransformation(GradientTransformation):
     state), or returns ``None`` (changing nothing) when it cannot for these arguments. The
     classic and meta optimizers use it for a chain's last adaptive transformation followed by
     a constant learning-rate scale (see :mod:`difopt.optim._plan`). It is an optimization
-    only: ``update`` remains the definition, and tests compare the two.
+    only: ``update`` remains the definition, and tests compare the two. On a transformation
+    built by a :func:`transformation`-decorated factory the function is kept as the
+    attribute ``_difopt_apply`` (None when the factory offers none), which is what the
+    optimizers and op providers call.
     """
 
     def __new__(

@@ -3,6 +3,7 @@
 Entry point: group ``difopt.distributed``, name ``distributed``.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from difopt._lazy import install
@@ -42,4 +43,6 @@ __all__ = [
 
 install(__name__, "difopt.distributed", "distributed", "difopt-distributed")
 
-from difopt.distributed import autograd  # noqa: E402  (after the module is made lazy)
+# The lazy submodule, imported without touching the plugin (``from . import autograd`` would
+# first look the name up on this module, which loads the plugin).
+importlib.import_module(f"{__name__}.autograd")

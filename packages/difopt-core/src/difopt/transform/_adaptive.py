@@ -188,18 +188,33 @@ def scale_by_accelerated_adam(
         return pure
     fused = provider.scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
 
-    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+    def choose(updates: Any) -> GradientTransformation:
         first = next(iter(lw.leaves(updates)), None)
-        if first is not None and provider.is_available(first.device):
-            return fused.update(updates, state, params=params, inplace=inplace)
+        if first is None or provider.is_available(first.device):
+            return fused
         plugins.warn_once(
-            f"accelerated-op-device-{getattr(first, 'device', None)}",
-            f"the fused Adam op is not available for device {first.device if first is not None else None}; "
+            f"accelerated-op-device-{first.device}",
+            f"the fused Adam op is not available for device {first.device}; "
             "using the pure PyTorch implementation.",
         )
-        return pure.update(updates, state, params=params, inplace=inplace)
+        return pure
 
-    return GradientTransformation(pure.init, update)
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        return choose(updates).update(updates, state, params=params, inplace=inplace)
+
+    def apply_scaled(updates: Any, state: Any, *, params: Any, factor: float, inplace: bool) -> Any:
+        chosen = choose(updates)
+        fused_apply = getattr(chosen, "_difopt_apply", None)
+        result = None
+        if fused_apply is not None:
+            result = fused_apply(updates, state, params=params, factor=factor, inplace=inplace)
+        if result is None and chosen is not pure:
+            result = pure._difopt_apply(  # type: ignore[attr-defined]
+                updates, state, params=params, factor=factor, inplace=inplace
+            )
+        return result
+
+    return FusedApplyTransformation(pure.init, update, apply_scaled)
 
 
 class ScaleByAdamaxState(NamedTuple):

@@ -1,0 +1,3 @@
+# Written by CMakeLists.txt at build time: what the extension was built against.
+TORCH_VERSION: str
+WITH_CUDA: bool

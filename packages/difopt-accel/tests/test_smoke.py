@@ -1,0 +1,85 @@
+"""The package installs, speaks core's plugin API, and its entry point loads."""
+
+import importlib.metadata as md
+from pathlib import Path
+
+import pytest
+import torch
+
+import difopt
+import difopt_accel
+from difopt import registry
+
+DIST = "difopt-accel"
+
+
+def test_installed_version_is_the_module_version() -> None:
+    assert md.version(DIST) == difopt_accel.__version__
+
+
+def test_imported_from_the_installed_package_not_the_source_tree() -> None:
+    source = Path(__file__).resolve().parents[1] / "src"
+    assert source not in Path(difopt_accel.__file__).resolve().parents
+
+
+def test_plugin_api_major_version_matches_core() -> None:
+    ours = difopt_accel.DIFOPT_PLUGIN_API.split(".")[0]
+    assert ours == registry.PLUGIN_API_VERSION.split(".")[0]
+
+
+def test_every_declared_entry_point_loads() -> None:
+    declared = [ep for ep in md.distribution(DIST).entry_points if ep.group in registry.GROUPS]
+    assert {(ep.group, ep.name) for ep in declared} == {("difopt.ops", "adam")}
+    for ep in declared:
+        assert registry.load(ep.group, ep.name) is difopt_accel.ops
+    assert {(p.group, p.name) for p in difopt.plugins() if p.distribution == DIST} == {
+        (ep.group, ep.name) for ep in declared
+    }
+
+
+def test_provider_contract() -> None:
+    provider = registry.op_provider("adam")
+    assert provider is difopt_accel.ops
+    assert provider.is_available(torch.device("cpu"))
+    t = provider.scale_by_adam(0.9, 0.999, 1e-8, 0.0, False)
+    assert isinstance(t, difopt.base.GradientTransformation)
+    assert t._difopt_apply is not None  # offers apply_scaled
+
+
+@pytest.mark.parametrize("name", difopt_accel.__all__)
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(difopt_accel, name) is not None
+
+
+def test_availability_by_device() -> None:
+    assert difopt_accel.is_available() and difopt_accel.is_available("cpu")
+    assert difopt.accelerated_op_available("cpu")
+    assert not difopt_accel.is_available("meta")
+    assert difopt_accel.is_available("cuda") == (
+        difopt_accel._ops._C.WITH_CUDA and torch.cuda.is_available()
+    )
+
+
+def test_build_matches_the_installed_torch() -> None:
+    from difopt_accel import _build
+
+    assert _build.TORCH_VERSION == torch.__version__
+    assert difopt_accel._ops._C.TORCH_VERSION == torch.__version__
+    assert _build.WITH_CUDA == difopt_accel._ops._C.WITH_CUDA
+    assert difopt_accel._ops._C.WITH_OPENMP
+
+
+def test_transformation_reprs_compares_and_pickles() -> None:
+    import pickle
+
+    t = difopt_accel.scale_by_adam(b1=0.8)
+    assert "scale_by_adam(b1=0.8" in repr(t)
+    assert t == difopt_accel.scale_by_adam(b1=0.8)
+    assert pickle.loads(pickle.dumps(t)) == t
+
+
+def test_bad_hyper_parameters_are_rejected_by_name() -> None:
+    with pytest.raises(ValueError, match="b1"):
+        difopt_accel.scale_by_adam(b1=1.5)
+    with pytest.raises(ValueError, match="eps_root"):
+        difopt_accel.scale_by_adam(eps_root=-1.0)
