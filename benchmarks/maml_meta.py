@@ -189,6 +189,8 @@ def main() -> None:
         "torchopt-adam": "torchopt.MetaAdam (TorchOpt 0.7.3)",
         "higher-adam": "higher 0.2.1 DifferentiableAdam",
         "difopt-sgd": "difopt.MetaSGD (same loop, SGD)",
+        "difopt-adam-accel": "difopt.MetaAdam(use_accelerated_op=True) (difopt-accel)",
+        "torchopt-sgd": "torchopt.MetaSGD (TorchOpt 0.7.3, same loop, SGD)",
         "oracle-adam": "hand-written torch Adam (oracle)",
     }
     order = list(labels)
@@ -196,9 +198,13 @@ def main() -> None:
     torchopt, why = _bench.try_import("torchopt")
     if torchopt is None:
         status["torchopt-adam"] = why
+        status["torchopt-sgd"] = why
     higher, why = _bench.try_import("higher")
     if higher is None:
         status["higher-adam"] = why
+    accel, why = _bench.try_import("difopt_accel")
+    if accel is None:
+        status["difopt-adam-accel"] = why
 
     def build(eps: float) -> dict[str, Callable[[], list]]:
         """A fresh outer-iteration function per contender, all at Adam ``eps``."""
@@ -209,6 +215,13 @@ def main() -> None:
         if torchopt is not None:
             runs["torchopt-adam"] = meta_optimizer_loop(
                 lambda net: torchopt.MetaAdam(net, lr=lr, eps=eps, eps_root=eps_root)
+            )
+            runs["torchopt-sgd"] = meta_optimizer_loop(lambda net: torchopt.MetaSGD(net, lr=lr))
+        if accel is not None:
+            runs["difopt-adam-accel"] = meta_optimizer_loop(
+                lambda net: difopt.MetaAdam(
+                    net, lr=lr, eps=eps, eps_root=eps_root, use_accelerated_op=True
+                )
             )
         if higher is not None:
             runs["higher-adam"] = higher_loop(higher, eps)
@@ -278,23 +291,49 @@ def main() -> None:
         + ", ".join(f"{n} {note or format(r, '.1e')}" for n, (r, note) in info.items())
     )
 
-    overhead = None
-    if "difopt-adam" in times and "difopt-sgd" in times:
-        import statistics
+    import statistics
 
-        diffs = [a - b for a, b in zip(times["difopt-adam"], times["difopt-sgd"])]
-        overhead = statistics.median(diffs)
-        print(
-            f"\ndifopt MetaAdam - MetaSGD (Adam's own cost): {_bench.fmt_time(overhead)} per "
-            f"outer iteration, {_bench.fmt_time(overhead / k)} per inner step "
-            f"(median of per-repetition differences)"
-        )
+    def adam_cost(adam: str, sgd: str) -> float | None:
+        """Median over repetitions of (Adam time - SGD time): the optimizer's own cost."""
+        if adam not in times or sgd not in times:
+            return None
+        return statistics.median(a - b for a, b in zip(times[adam], times[sgd]))
+
+    overhead = adam_cost("difopt-adam", "difopt-sgd")
+    accel_overhead = adam_cost("difopt-adam-accel", "difopt-sgd")
+    torchopt_overhead = adam_cost("torchopt-adam", "torchopt-sgd")
+    for what, cost in (
+        ("difopt MetaAdam", overhead),
+        ("difopt MetaAdam (fused op)", accel_overhead),
+        ("TorchOpt MetaAdam", torchopt_overhead),
+    ):
+        if cost is not None:
+            print(
+                f"\n{what} - its MetaSGD (Adam's own cost): {_bench.fmt_time(cost)} per outer "
+                f"iteration, {_bench.fmt_time(cost / k)} per inner step "
+                f"(median of per-repetition differences)"
+            )
 
     targets = []
     for peer, pname in (("torchopt-adam", "TorchOpt MetaAdam"), ("higher-adam", "higher")):
         r = _bench.ratio(times, "difopt-adam", peer)
         missing = status.get("difopt-adam") or status.get(peer) or ""
         targets.append(_bench.target(f"difopt MetaAdam / {pname}", r, TARGET, missing))
+    # difopt-accel's target: the fused op's Adam cost <= 1/3 of TorchOpt's pure Adam cost.
+    cost_ratio = (
+        {"value": accel_overhead / torchopt_overhead}
+        if accel_overhead is not None and torchopt_overhead
+        else None
+    )
+    missing = status.get("difopt-adam-accel") or status.get("torchopt-adam") or ""
+    targets.append(
+        _bench.target(
+            "Adam cost (MetaAdam - MetaSGD): difopt fused op / TorchOpt",
+            cost_ratio,
+            1.0 / 3.0,
+            missing,
+        )
+    )
     _bench.print_targets(targets)
 
     _bench.write_json(
@@ -321,6 +360,8 @@ def main() -> None:
             "checks": checks,
             "agreement_at_timed_eps": {n: (note or r) for n, (r, note) in info.items()},
             "adam_minus_sgd_s": overhead,
+            "accel_adam_minus_sgd_s": accel_overhead,
+            "torchopt_adam_minus_sgd_s": torchopt_overhead,
             "targets": targets,
         },
         args.out,
