@@ -262,7 +262,6 @@ PLUGIN_SURFACE = [
             "get_rank",
             "dim_partitioner",
             "mean_reducer",
-            "autograd",
         ],
         "difopt.distributed",
         "distributed",
@@ -284,6 +283,8 @@ def test_torchopt_names_exist(module):
     ids=[f"{m}:{n[0]}" for m, n, *_ in PLUGIN_SURFACE],
 )
 def test_plugin_backed_names(module, names, group, entry, package):
+    # (difopt.distributed.autograd is a module of core's own, lazy inside: the row for
+    # difopt.distributed.autograd checks its names.)
     mod = importlib.import_module(module)
     installed = entry in registry.names(group)
     for name in names:
