@@ -1,7 +1,7 @@
 """Run every difopt benchmark in sequence (each in its own process) and summarise the targets.
 
     python benchmarks/run_all.py            # full size (takes minutes; run on a quiet machine)
-    python benchmarks/run_all.py --quick    # smoke run of all three
+    python benchmarks/run_all.py --quick    # smoke run of every benchmark
 
 Each benchmark prints its own table and writes benchmarks/results/<name>.json; this script
 then prints one summary of the ratios against their targets and of the correctness checks.
@@ -30,6 +30,7 @@ BENCHMARKS = [
     "zero_order_mlp",
     "distributed_maml",
     "accel_adam",
+    "implicit_ridge",
 ]
 
 

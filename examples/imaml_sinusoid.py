@@ -12,7 +12,15 @@ number of inner steps, and the inner solver can be anything. Here:
 1. ``InnerNet`` is a ``difopt.nn.ImplicitMetaGradientModule``: the meta-network given to its
    constructor is a meta-module (its parameters are ``phi``), its own copy holds ``theta``;
    ``objective`` is the proximal inner loss, so the optimality condition is its gradient, and
-   ``solve`` runs a few plain ``torch.optim.Adam`` steps.
+   ``solve`` runs a few steps of plain gradient descent on it. With ``reg = 10`` the proximal
+   term dominates the curvature of the support loss, so 20 steps of size 0.01 shrink the
+   distance to ``theta*`` about 8x (0.9 ** 20) where it does (the implicit gradient assumes
+   ``theta*`` is reached), and the CG system ``H + reg I`` below is well conditioned. A
+   step-size-normalizing
+   inner optimizer (Adam) or a weak ``reg`` (1) let meta-training drift to initialisations
+   whose un-adapted loss explodes or whose inner problem the solver does not solve; so does an
+   outer learning rate above 1e-3 (3e-3 reaches non-finite inner solves within 2000
+   iterations).
 2. The backward pass solves ``(H + reg I) u = g`` with conjugate gradient
    (``difopt.linear_solve.solve_cg(maxiter=...)``; the system is symmetric), using
    Hessian-vector products only.
@@ -26,10 +34,10 @@ the query loss without adaptation, after adaptation, and for a randomly initiali
 adapted the same way. The script exits with status 1 if adaptation from the meta-learned
 initialisation is not clearly better than both.
 
-Run (about two minutes on 2 CPU cores)::
+Run (about 1.5 minutes on a busy 2-core machine)::
 
     python examples/imaml_sinusoid.py
-    python examples/imaml_sinusoid.py --meta-iters 1000 --reg 1.0
+    python examples/imaml_sinusoid.py --meta-iters 1000 --reg 5.0
 """
 
 from __future__ import annotations
@@ -95,11 +103,10 @@ class InnerNet(difopt.nn.ImplicitMetaGradientModule):
 
     def solve(self, x: torch.Tensor, y: torch.Tensor) -> None:
         params = list(self.net.parameters())
-        optimizer = torch.optim.Adam(params, lr=self.lr)
-        for _ in range(self.steps):
-            optimizer.zero_grad()
-            self.objective(x, y).backward(inputs=params)
-            optimizer.step()
+        for _ in range(self.steps):  # plain gradient descent on the proximal objective
+            grads = torch.autograd.grad(self.objective(x, y), params)
+            with torch.no_grad():
+                torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
 def make_inner_class(cg_steps: int) -> type[InnerNet]:
@@ -129,15 +136,15 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--meta-iters", type=int, default=1500, help="meta-training iterations")
+    parser.add_argument("--meta-iters", type=int, default=2000, help="meta-training iterations")
     parser.add_argument("--tasks-per-batch", type=int, default=5, help="tasks per meta-iteration")
-    parser.add_argument("--inner-steps", type=int, default=20, help="Adam steps of solve()")
+    parser.add_argument("--inner-steps", type=int, default=20, help="gradient steps of solve()")
     parser.add_argument(
-        "--inner-lr", type=float, default=0.02, help="Adam learning rate of solve()"
+        "--inner-lr", type=float, default=0.01, help="gradient-descent step size of solve()"
     )
-    parser.add_argument("--reg", type=float, default=1.0, help="proximal strength (lambda)")
+    parser.add_argument("--reg", type=float, default=10.0, help="proximal strength (lambda)")
     parser.add_argument("--cg-steps", type=int, default=5, help="CG iterations of the backward")
-    parser.add_argument("--outer-lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--outer-lr", type=float, default=1e-3, help="outer Adam learning rate")
     parser.add_argument("--k-shot", type=int, default=10, help="support points per task")
     parser.add_argument("--k-query", type=int, default=10, help="query points per training task")
     parser.add_argument("--test-tasks", type=int, default=100, help="held-out test tasks")
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"iMAML on sinusoids: {args.meta_iters} meta-iterations x {args.tasks_per_batch} tasks, "
-        f"{args.k_shot}-shot, {args.inner_steps} inner Adam step(s) (lr {args.inner_lr}), "
+        f"{args.k_shot}-shot, {args.inner_steps} inner gradient step(s) (lr {args.inner_lr}), "
         f"reg {args.reg}, {args.cg_steps} CG step(s), {args.threads} thread(s)"
     )
     start = time.perf_counter()

@@ -418,3 +418,26 @@ def test_converged_backward_does_not_warn() -> None:
         warnings.simplefilter("error")
         theta = solver(torch.zeros(5, dtype=DT), lam, x, y)
         ((xv @ theta - yv) ** 2).sum().backward()
+
+
+def test_backward_evaluates_the_optimality_once() -> None:
+    # One evaluation of optimality_fn serves every A^T product of the solve and B^T u.
+    x, y, _, _ = ridge_data()
+    calls = [0]
+
+    def optimality(theta: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return ridge_optimality(theta, lam, x, y)
+
+    @custom_root(optimality, argnums=1, solve=linear_solve.solve_cg(rtol=1e-12))
+    def ridge(theta0: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve(x.T @ x + lam * torch.eye(x.shape[1], dtype=DT), x.T @ y)
+
+    lam = torch.tensor(0.8, dtype=DT, requires_grad=True)
+    theta = ridge(torch.zeros(5, dtype=DT), lam)
+    calls[0] = 0
+    (grad,) = torch.autograd.grad(theta.sum(), lam)
+    assert calls[0] == 1
+    h = x.T @ x + 0.8 * torch.eye(5, dtype=DT)
+    expected = -torch.linalg.solve(h, torch.ones(5, dtype=DT)) @ theta.detach()
+    torch.testing.assert_close(grad, expected)

@@ -229,3 +229,22 @@ def test_solve_inv_keeps_blocks_that_couple_leaves() -> None:
     torch.testing.assert_close(
         torch.stack([x["p"], x["q"]]), np_solve(a, torch.tensor([1.0, 0.0], dtype=DT))
     )
+
+
+@pytest.mark.parametrize("name", ["cg", "gmres", "bicgstab"])
+def test_solving_from_zero_spends_no_product_on_the_initial_residual(name: str) -> None:
+    # From x0 = 0 the residual is b: every product with A is a step of the method (the
+    # backward of custom_root pays one VJP per product).
+    a = spd(6, 11)
+    b = torch.arange(1.0, 7.0, dtype=DT)
+    calls = [0]
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return a @ v
+
+    x = getattr(linalg, name)(matvec, b, rtol=1e-12, maxiter=100)
+    torch.testing.assert_close(x, np_solve(a, b))
+    # A Krylov method solves an n x n system in at most n steps (GMRES adds one product per
+    # cycle for the true residual, BiCGSTAB makes two per step).
+    assert calls[0] <= {"cg": 6, "gmres": 7, "bicgstab": 12}[name]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -163,37 +163,65 @@ def implicit_vjp(
     grad_outputs: Sequence[torch.Tensor],
     what: str,
 ) -> list[torch.Tensor | None]:
-    """Return ``B^T u`` for the inputs in ``needs``, where ``A^T u = -grad_outputs``."""
-    sol_tree = _unflatten(problem.solution_spec, solution)
-    linearized = torch.func.vjp(lambda x: problem.residual(x, inputs), sol_tree)
-    residual_at, vjp_solution = linearized[0], linearized[1]
+    """Return ``B^T u`` for the inputs in ``needs``, where ``A^T u = -grad_outputs``.
+
+    The residual is evaluated once, on fresh leaves for the solution and the needed inputs; its
+    graph is kept for the whole solve. Every ``A^T`` product of the linear solver is a backward
+    pass of that graph restricted to the solution (autograd skips the branches that lead only
+    to the inputs), and ``B^T u`` is a last backward pass restricted to the inputs: one
+    evaluation of the optimality function in all, not one per VJP.
+    """
+    index = [i for i, need in enumerate(needs) if need]
+    with torch.enable_grad():
+        sol_leaves = [t.detach().requires_grad_() for t in solution]
+        full = list(inputs)
+        selected = []
+        for i in index:
+            full[i] = inputs[i].detach().requires_grad_()
+            selected.append(full[i])
+        sol_tree = _unflatten(problem.solution_spec, sol_leaves)
+        residual_at = problem.residual(sol_tree, full)
     _check_residual(residual_at, sol_tree, what)
+    out_flat, _ = _flatten(residual_at)
+    # Residual leaves that depend on nothing differentiable contribute zero to every VJP.
+    live = [k for k, o in enumerate(out_flat) if o.requires_grad]
+    outputs = [out_flat[k] for k in live]
+
+    def vjp(
+        targets: list[torch.Tensor], cotangents: Sequence[torch.Tensor], retain: bool
+    ) -> list[torch.Tensor]:
+        grads: Sequence[torch.Tensor | None] = [None] * len(targets)
+        if outputs:
+            grads = torch.autograd.grad(
+                outputs,
+                targets,
+                [cotangents[k] for k in live],
+                retain_graph=retain,
+                # Differentiable in the cotangent when traced (solve_normal_cg transposes
+                # matvec with a VJP of it); a plain backward pass otherwise.
+                create_graph=torch.is_grad_enabled(),
+                allow_unused=True,
+            )
+        return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, targets)]
+
+    spec = problem.solution_spec
 
     def matvec(u: Any) -> Any:  # A^T u
-        return vjp_solution(u)[0]
+        u_leaves = cast("list[torch.Tensor]", spec.flatten_up_to(u))
+        return _unflatten(spec, vjp(sol_leaves, u_leaves, True))
 
-    cotangent = _unflatten(problem.solution_spec, [-g for g in grad_outputs])
+    cotangent = _unflatten(spec, [-g for g in grad_outputs])
     u = problem.solve(matvec, cotangent)
     u_flat, u_spec = _flatten(u)
-    if u_spec != problem.solution_spec:
+    if u_spec != spec:
         raise ValueError(
             f"the linear solver 'solve' returned {_describe(u_spec, u_flat)}, expected the "
-            f"structure of the solution {problem.solution_spec}"
+            f"structure of the solution {spec}"
         )
-    index = [i for i, need in enumerate(needs) if need]
-    if not index:
-        return [None] * len(inputs)
-
-    def residual_of_inputs(*selected: torch.Tensor) -> Any:
-        full = list(inputs)
-        for i, t in zip(index, selected):
-            full[i] = t
-        return problem.residual(sol_tree, full)
-
-    vjp_inputs = torch.func.vjp(residual_of_inputs, *[inputs[i] for i in index])[1]
-    grads = vjp_inputs(u)
     result: list[torch.Tensor | None] = [None] * len(inputs)
-    for i, g in zip(index, grads):
+    if not index:
+        return result
+    for i, g in zip(index, vjp(selected, u_flat, False)):
         result[i] = g
     return result
 

@@ -70,6 +70,8 @@ class Flat:
 
     def unravel(self, vector: torch.Tensor) -> TensorTree:
         """Split ``vector`` back into a pytree shaped like the reference."""
+        if len(self.sizes) == 1 and vector.dtype == self.dtypes[0]:
+            return pytree.tree_unflatten(self.spec, [vector.reshape(self.shapes[0])])
         parts = torch.split(vector, self.sizes)
         flat = [p.reshape(s).to(d) for p, s, d in zip(parts, self.shapes, self.dtypes)]
         return pytree.tree_unflatten(self.spec, flat)

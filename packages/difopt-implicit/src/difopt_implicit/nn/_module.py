@@ -311,8 +311,12 @@ class ImplicitMetaGradientModule(MetaGradientModule, metaclass=abc.ABCMeta):
             and with their shapes: typically the gradient of the inner loss (KKT condition),
             or ``f(x) - x`` for a fixed point ``x = f(x)``.
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define optimality(...) or objective(...)"
+        )
 
     def objective(self, *input: Any, **kwargs: Any) -> torch.Tensor:
         """The inner objective, a 0-d tensor; :meth:`optimality` defaults to its gradient."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define objective(...) or optimality(...)"
+        )
