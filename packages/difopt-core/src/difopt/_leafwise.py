@@ -131,14 +131,18 @@ class _ForeachSqrt(torch.autograd.Function):
         return tuple(torch.where(o > 0, g / (2 * o), 0.0) for g, o in zip(grads, ctx.saved_tensors))
 
 
-def sqrt(xs: Tensors) -> list[torch.Tensor]:
+def sqrt(xs: Tensors, positive: bool = False) -> list[torch.Tensor]:
     """Element-wise square root whose derivative at 0 is 0 instead of infinite.
 
     A second moment is exactly 0 only where every update so far was 0, and there its own
     derivative is 0, so the chain rule meets ``inf * 0 = nan`` (e.g. meta-gradients of Adam
     through a ReLU net's dead units). Taking the subgradient 0 at 0, as ``abs`` does, keeps
-    those meta-gradients finite and exact elsewhere. Values are unchanged.
+    those meta-gradients finite and exact elsewhere. Values are unchanged. With
+    ``positive=True`` (the caller guarantees ``xs > 0``, e.g. ``eps_root`` was added) the
+    plain kernel and its native backward are used.
     """
+    if positive and foreach_ok(xs):
+        return list(torch._foreach_sqrt(xs))
     if torch._C._are_functorch_transforms_active():
         return [_sqrt_with_zero_subgradient(x) for x in xs]
     if _on_graph(xs):

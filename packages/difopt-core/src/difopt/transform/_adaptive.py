@@ -79,7 +79,7 @@ def _adam_direction(
     nu_hat = lw.mul(nu, 1.0 / bc2)
     if eps_root != 0.0:
         nu_hat = lw.add_scalar(nu_hat, eps_root)
-    denom = lw.add_scalar(lw.sqrt(nu_hat), eps)
+    denom = lw.add_scalar(lw.sqrt(nu_hat, positive=eps_root > 0), eps)
     return lw.div(lw.mul(mu, 1.0 / bc1), denom)
 
 
@@ -145,16 +145,23 @@ def scale_by_adam(
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
         # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
         #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
-        denom: lw.Tensors = lw.sqrt(lw.add_scalar(nu, eps_root * bc2) if eps_root else nu)
+        if eps_root:
+            denom: lw.Tensors = lw.sqrt(lw.add_scalar(nu, eps_root * bc2), positive=True)
+        else:
+            denom = lw.sqrt(nu)
         if inplace:
             torch._foreach_add_(denom, eps * math.sqrt(bc2))
             torch._foreach_addcdiv_(ps, mu, denom, value=factor * math.sqrt(bc2) / bc1)
             new_params = ps
         else:
             denom = torch._foreach_add(denom, eps * math.sqrt(bc2))
-            # Not _foreach_addcdiv: its backward fails for lists of mixed shapes (torch 2.13).
-            step_dir = torch._foreach_div(mu, denom)
-            new_params = list(torch._foreach_add(ps, step_dir, alpha=factor * math.sqrt(bc2) / bc1))
+            value = factor * math.sqrt(bc2) / bc1
+            if all(p.numel() > 1 for p in ps):
+                new_params = list(torch._foreach_addcdiv(ps, mu, denom, value=value))
+            else:
+                # torch 2.13's backward of _foreach_addcdiv fails when a tensor has one element.
+                step_dir = torch._foreach_div(mu, denom)
+                new_params = list(torch._foreach_add(ps, step_dir, alpha=value))
         new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return new_params, new_state
 
