@@ -468,10 +468,16 @@ def remote_async_call(
     if not isinstance(target, _FunctionRef):
         _check_importable(func, "remote_async_call(func=...)")
     started = time.monotonic()
-    futures = [
-        (rank, rpc.rpc_async(rank, _run_remote, args=(target, a, kw), timeout=float(timeout)))
-        for rank, a, kw in parts
-    ]
+    # Calls to other processes go out first: a call to this process starts running the
+    # function on one of our RPC threads at once, and that thread then competes for the GIL
+    # with the pickling of the remaining requests, delaying the other workers' start.
+    me = _world.get_world_rank()
+    order = sorted(range(len(parts)), key=lambda i: parts[i][0] == me)
+    sent: dict[int, torch.futures.Future] = {}
+    for i in order:
+        rank, a, kw = parts[i]
+        sent[i] = rpc.rpc_async(rank, _run_remote, args=(target, a, kw), timeout=float(timeout))
+    futures = [(parts[i][0], sent[i]) for i in range(len(parts))]
     return _gather(futures, reducer, started, float(timeout))
 
 

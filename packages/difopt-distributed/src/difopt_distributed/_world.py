@@ -56,6 +56,19 @@ DEFAULT_RPC_TIMEOUT = 30.0
 """Seconds an RPC may take before it fails (``DIFOPT_RPC_TIMEOUT`` overrides it)."""
 
 TIMEOUT_ENV = "DIFOPT_RPC_TIMEOUT"
+
+DEFAULT_TRANSPORTS: tuple[str, ...] = ("uv",)
+"""TensorPipe transports of the default backend options (``DIFOPT_RPC_TRANSPORTS`` overrides).
+
+TensorPipe's own default puts its shared-memory transport (``shm``) first, whose reactor
+thread busy-polls: it keeps one CPU core at 100 % in every process for the whole life of the
+world, even when idle. With one process per core (the usual CPU layout) that halves the
+compute of every worker. ``uv`` (TCP through libuv's event loop) sleeps when idle and costs
+about 0.1 ms more per RPC on loopback. Set ``DIFOPT_RPC_TRANSPORTS=shm,uv`` (or pass
+``rpc_backend_options``) to get the shared-memory transport back where spare cores exist.
+"""
+
+TRANSPORTS_ENV = "DIFOPT_RPC_TRANSPORTS"
 _LEADER = 0
 
 
@@ -315,6 +328,19 @@ def _default_rpc_timeout() -> float:
         ) from None
 
 
+def _default_transports() -> list[str]:
+    raw = os.environ.get(TRANSPORTS_ENV)
+    if raw is None or raw.strip() == "":
+        return list(DEFAULT_TRANSPORTS)
+    names = [t.strip() for t in raw.split(",") if t.strip()]
+    if not names:
+        raise ValueError(
+            f"environment variable {TRANSPORTS_ENV} must be a comma-separated list of "
+            f"TensorPipe transports (e.g. 'uv' or 'shm,uv'), got {raw!r}"
+        )
+    return names
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -387,7 +413,9 @@ def init_world(
             if rpc_timeout is None
             else _check_timeout(rpc_timeout, "rpc_timeout")
         )
-        rpc_backend_options = rpc.TensorPipeRpcBackendOptions(rpc_timeout=seconds)
+        rpc_backend_options = rpc.TensorPipeRpcBackendOptions(
+            rpc_timeout=seconds, _transports=_default_transports()
+        )
         if init_method is not None:
             rpc_backend_options.init_method = init_method
     elif init_method is not None:
