@@ -131,6 +131,10 @@ def main() -> None:
     r = _bench.ratio(times, "difopt", BASELINE)
     missing = status.get("difopt") or status.get(BASELINE) or ""
     targets = [_bench.target(f"difopt/{BASELINE}", r, TARGET, missing)]
+    # difopt-accel's target: its fused step against torch's own fused kernel.
+    missing = status.get("difopt-accel") or status.get("torch-fused") or ""
+    r = _bench.ratio(times, "difopt-accel", "torch-fused")
+    targets.append(_bench.target("difopt-accel/torch-fused", r, TARGET, missing))
     _bench.print_targets(targets)
 
     _bench.write_json(

@@ -33,7 +33,6 @@ BENCHMARKS = [
     "import_time",
     "zero_order_mlp",
     "distributed_maml",
-    "accel_adam",
     "implicit_ridge",
 ]
 
