@@ -191,3 +191,16 @@ def test_a_world_of_one_needs_no_launcher() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(1, [3.0, 3.0])"
+
+
+def test_rpc_transports_default_and_override(monkeypatch) -> None:
+    """uv by default (TensorPipe's shm reactor spins a core); DIFOPT_RPC_TRANSPORTS overrides."""
+    from difopt_distributed import _world
+
+    monkeypatch.delenv(_world.TRANSPORTS_ENV, raising=False)
+    assert _world._default_transports() == ["uv"]
+    monkeypatch.setenv(_world.TRANSPORTS_ENV, " shm, uv ")
+    assert _world._default_transports() == ["shm", "uv"]
+    monkeypatch.setenv(_world.TRANSPORTS_ENV, " , ")
+    with pytest.raises(ValueError, match="DIFOPT_RPC_TRANSPORTS"):
+        _world._default_transports()
