@@ -20,6 +20,8 @@ exclude_patterns = ["_build"]
 # Google-style docstrings (Args / Returns / Examples).
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+# "Attributes:" sections as fields, so NamedTuple fields are not described twice.
+napoleon_use_ivar = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_default_options = {"members": True, "show-inheritance": True}
