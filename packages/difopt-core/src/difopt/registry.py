@@ -178,15 +178,17 @@ class _IncompatiblePlugin(ImportError):
 
 
 def _check_api(obj: Any, entry: _Entry) -> None:
-    module = (
-        sys.modules.get(getattr(obj, "__module__", "") or "")
-        if not hasattr(obj, "DIFOPT_PLUGIN_API")
-        else obj
+    # Where a plugin declares its API version: on the loaded object (a module), on the module
+    # defining it, or on the entry point's module; the first declaration found counts.
+    places = (
+        obj,
+        sys.modules.get(getattr(obj, "__module__", "") or ""),
+        sys.modules.get(entry.entry_point.module) if entry.entry_point else None,
     )
-    declared = getattr(module, "DIFOPT_PLUGIN_API", None)
-    if declared is None:
-        module = sys.modules.get(entry.entry_point.module) if entry.entry_point else None
-        declared = getattr(module, "DIFOPT_PLUGIN_API", None)
+    declared = next(
+        (v for v in (getattr(m, "DIFOPT_PLUGIN_API", None) for m in places) if v is not None),
+        None,
+    )
     if declared is not None and str(declared).split(".")[0] != PLUGIN_API_VERSION.split(".")[0]:
         raise _IncompatiblePlugin(
             f"{entry.info.distribution} {entry.info.version} was built for difopt plugin API "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from difopt import _leafwise as lw
+from difopt import pytree
 from difopt.optim.meta.base import MetaOptimizer
 
 __all__ = [
@@ -79,6 +80,10 @@ def _copier(by: Any, device: Any) -> Any:
     return copy_tensor
 
 
+def _tensors_only(fn: Any) -> Any:
+    return lambda x: fn(x) if torch.is_tensor(x) else x
+
+
 def _module_containers(module: nn.Module, attr: str) -> list[dict[str, Any]]:
     """The non-empty ``attr`` dicts (``_parameters`` or ``_buffers``) of the module tree."""
     return [getattr(m, attr) for m in module.modules() if getattr(m, attr)]
@@ -112,7 +117,7 @@ def extract_state_dict(
     copy_tensor = _copier(by, device)
     if isinstance(target, MetaOptimizer):
         return tuple(
-            optree_map(lambda t: copy_tensor(t) if torch.is_tensor(t) else t, s)
+            pytree.tree_map(_tensors_only(copy_tensor), s, namespace=pytree.NAMESPACE)
             for s in target.state_groups
         )
     if not isinstance(target, nn.Module):
@@ -142,11 +147,6 @@ def extract_state_dict(
             for key, tensor in snapshot.items():
                 visual[names.get(id(original[key]), f"{visual_prefix}{key}")] = tensor
     return ModuleState(params, buffers, visual, detach_buffers)
-
-
-def optree_map(fn: Any, tree: Any) -> Any:
-    flat, spec = lw.flatten(tree)
-    return lw.unflatten(spec, [fn(x) for x in flat])
 
 
 def recover_state_dict(target: nn.Module | MetaOptimizer, state: Any) -> None:
@@ -245,4 +245,4 @@ def module_clone(
         return copy.deepcopy(target, memo)
     if isinstance(target, MetaOptimizer):
         return extract_state_dict(target, by=by, device=device)
-    return optree_map(lambda t: copy_tensor(t) if torch.is_tensor(t) else t, target)
+    return pytree.tree_map(_tensors_only(copy_tensor), target, namespace=pytree.NAMESPACE)
