@@ -1,7 +1,8 @@
 """Development sessions of the difopt monorepo.
 
 Every package listed in ``PACKAGES`` gets the same family of sessions (``tests``,
-``doctests``, ``lint``, ``typecheck``); ``ci`` fans out to them. ``demo``, ``docs`` and
+``doctests``, ``lint``, ``typecheck``, and ``check``, which runs the first three of those in one
+environment); ``ci`` fans out to ``check`` for every package. ``demo``, ``docs`` and
 ``bench`` work on the repository as a whole.
 
     nox -s ci                                    # what CI runs (also plain ``nox``)
@@ -95,25 +96,48 @@ for name in sys.argv[2:]:
 """
 
 
-@nox.session
-@nox.parametrize("package", PACKAGES)
-def tests(session: nox.Session, package: str) -> None:
-    """Install the package (and its test fixtures) from this checkout and run its tests."""
-    pkg_dir = _package_dir(package)
-    # Test-only plugin packages that declare entry points (see tests/fixtures/README.md).
-    fixtures = sorted(
-        str(p.parent) for p in (pkg_dir / "tests" / "fixtures").glob("*/pyproject.toml")
-    )
-    _install_package(session, package, "test", more=tuple(fixtures))
+def _fixtures(package: str) -> tuple[str, ...]:
+    """Test-only plugin packages that declare entry points (see tests/fixtures/README.md)."""
+    fixtures = (_package_dir(package) / "tests" / "fixtures").glob("*/pyproject.toml")
+    return tuple(sorted(str(p.parent) for p in fixtures))
+
+
+def _run_tests(session: nox.Session, package: str) -> None:
     session.run("python", "-c", _CHECK_INSTALLED, str(ROOT / "packages"), *_import_names(package))
     session.run(
         "pytest",
-        str(pkg_dir / "tests"),
+        str(_package_dir(package) / "tests"),
         "--import-mode=importlib",
         "-p",
         "no:cacheprovider",
         *session.posargs,
     )
+
+
+def _run_lint(session: nox.Session, package: str) -> None:
+    pkg_dir = str(_package_dir(package))
+    session.run("ruff", "check", pkg_dir)
+    session.run("ruff", "format", "--check", pkg_dir)
+
+
+def _run_typecheck(session: nox.Session, package: str) -> None:
+    cache = pathlib.Path(session.create_tmp()) / "mypy-cache"  # per session: never stale
+    session.run(
+        "mypy",
+        "--config-file",
+        str(ROOT / "mypy.ini"),
+        "--cache-dir",
+        str(cache),
+        str(_package_dir(package) / "src"),
+    )
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Install the package (and its test fixtures) from this checkout and run its tests."""
+    _install_package(session, package, "test", more=_fixtures(package))
+    _run_tests(session, package)
 
 
 @nox.session
@@ -138,9 +162,7 @@ def doctests(session: nox.Session, package: str) -> None:
 def lint(session: nox.Session, package: str) -> None:
     """ruff check and ruff format --check on the package (sources, tests, README)."""
     _pip(session, "ruff")
-    pkg_dir = str(_package_dir(package))
-    session.run("ruff", "check", pkg_dir)
-    session.run("ruff", "format", "--check", pkg_dir)
+    _run_lint(session, package)
 
 
 @nox.session
@@ -157,15 +179,21 @@ def lint_repo(session: nox.Session) -> None:
 def typecheck(session: nox.Session, package: str) -> None:
     """mypy on the package's sources, with torch and difopt-core installed for their types."""
     _install_package(session, package, more=("mypy",))
-    cache = pathlib.Path(session.create_tmp()) / "mypy-cache"  # per session: never stale
-    session.run(
-        "mypy",
-        "--config-file",
-        str(ROOT / "mypy.ini"),
-        "--cache-dir",
-        str(cache),
-        str(_package_dir(package) / "src"),
-    )
+    _run_typecheck(session, package)
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def check(session: nox.Session, package: str) -> None:
+    """lint, typecheck and tests of one package in one environment (what ``ci`` runs).
+
+    The same steps as the three separate sessions, but torch is installed once per package
+    instead of twice: a clean CI run creates one torch environment per package.
+    """
+    _install_package(session, package, "test", more=(*_fixtures(package), "mypy", "ruff"))
+    _run_lint(session, package)
+    _run_typecheck(session, package)
+    _run_tests(session, package)
 
 
 @nox.session
@@ -183,9 +211,7 @@ def template(session: nox.Session) -> None:
 def ci(session: nox.Session) -> None:
     """Everything CI checks: lint, typecheck and tests of every package, and the template."""
     for package in PACKAGES:
-        session.notify(f"lint(package='{package}')")
-        session.notify(f"typecheck(package='{package}')")
-        session.notify(f"tests(package='{package}')")
+        session.notify(f"check(package='{package}')")
     session.notify("lint_repo")
     session.notify("template")
 
