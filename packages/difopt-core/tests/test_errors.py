@@ -30,6 +30,8 @@ BAD_HYPER = [
     (difopt.lion, dict(lr=-1.0), "'lr'"),
     (difopt.nadam, dict(momentum_decay=-1.0), "'momentum_decay'"),
     (difopt.adam, dict(use_accelerated_op="yes"), "'use_accelerated_op'"),
+    (difopt.sgd, dict(lr=0.1, momentum=0.9, use_accelerated_op=1), "'use_accelerated_op'"),
+    (difopt.rmsprop, dict(use_accelerated_op="no"), "'use_accelerated_op'"),
 ]
 
 

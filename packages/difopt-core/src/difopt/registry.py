@@ -6,8 +6,10 @@ Plugins declare entry points in one group per kind of thing they provide:
     alias functions (``lion = "pkg.module:lion"``); each gets functional, classic and meta
     forms (``difopt.lion``, ``difopt.Lion``, ``difopt.MetaLion``). Core registers its own.
 ``difopt.ops``
-    native op providers (``adam = "difopt_accel:ops"``): an object with
-    ``is_available(device) -> bool`` and ``scale_by_<op>(...) -> GradientTransformation``.
+    native op providers, one entry per optimizer family (``adam``, ``rmsprop``, ``sgd``;
+    e.g. ``adam = "difopt_accel:ops"``): an object with ``is_available(device) -> bool`` and
+    factories taking the pure transformation's arguments: ``scale_by_adam`` (``adam``),
+    ``scale_by_rms`` and ``scale_by_stddev`` (``rmsprop``), ``trace`` (``sgd``).
 ``difopt.diff``
     differentiation modes (``implicit``, ``zero_order``): a module.
 ``difopt.distributed``, ``difopt.visual``

@@ -9,16 +9,26 @@ import torch
 __all__ = ["is_available"]
 
 
-def is_available(devices: Any = None) -> bool:
-    """True when a fused Adam op is installed and supports every device in ``devices``.
+OPS = ("adam", "rmsprop", "sgd")
+
+
+def is_available(devices: Any = None, *, op: str = "adam") -> bool:
+    """True when a fused op is installed and supports every device in ``devices``.
 
     Args:
         devices: a device, an iterable of devices, or None for the CPU (and the current CUDA
             device when CUDA is available).
+        op: the optimizer family of the fused op: ``"adam"`` (Adam and AdamW), ``"rmsprop"``
+            or ``"sgd"`` (momentum).
+
+    Raises:
+        ValueError: ``op`` is not one of these.
     """
     from difopt import registry as plugins
 
-    provider = plugins.op_provider("adam")
+    if op not in OPS:
+        raise ValueError(f"'op' must be one of {', '.join(map(repr, OPS))}; got {op!r}")
+    provider = plugins.op_provider(op)
     if provider is None:
         return False
     if devices is None:

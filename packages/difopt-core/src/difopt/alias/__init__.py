@@ -17,9 +17,12 @@ from difopt import _validate as check
 from difopt.base import GradientTransformation, identity
 from difopt.combine import chain
 from difopt.transform import (
+    accelerated_trace,
     add_decayed_weights,
     flip_sign_and_add_weight_decay,
     scale_by_accelerated_adam,
+    scale_by_accelerated_rms,
+    scale_by_accelerated_stddev,
     scale_by_adadelta,
     scale_by_adam,
     scale_by_adamax,
@@ -90,6 +93,7 @@ def sgd(
     *,
     moment_requires_grad: bool = False,
     maximize: bool = False,
+    use_accelerated_op: bool = False,
 ) -> GradientTransformation:
     """Stochastic gradient descent with optional momentum, as torch.optim.SGD.
 
@@ -101,17 +105,22 @@ def sgd(
         nesterov: Nesterov momentum.
         moment_requires_grad: create the momentum buffer with ``requires_grad=True``.
         maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: compute the momentum step with a fused native op from the plugin
+            registry when installed (``difopt-accel``); without momentum there is nothing to
+            fuse.
     """
     check.learning_rate("lr", lr)
     check.non_negative("momentum", momentum)
     check.boolean("nesterov", nesterov)
+    check.boolean("use_accelerated_op", use_accelerated_op)
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError(
             "Invalid combination: 'nesterov=True' requires 'momentum' > 0 and 'dampening' == 0"
         )
+    tracer = accelerated_trace if use_accelerated_op else trace
     return chain(
         flip_sign_and_add_weight_decay(weight_decay, maximize),
-        trace(momentum, dampening, nesterov, moment_requires_grad) if momentum else identity(),
+        tracer(momentum, dampening, nesterov, moment_requires_grad) if momentum else identity(),
         scale_by_neg_lr(lr),
     )
 
@@ -386,6 +395,7 @@ def rmsprop(
     initial_scale: float = 0.0,
     nesterov: bool = False,
     maximize: bool = False,
+    use_accelerated_op: bool = False,
 ) -> GradientTransformation:
     """RMSprop (Hinton), as torch.optim.RMSprop.
 
@@ -399,15 +409,23 @@ def rmsprop(
         initial_scale: initial value of the running mean square.
         nesterov: Nesterov momentum (needs ``momentum > 0``).
         maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: compute the scaling (and the momentum step) with fused native ops
+            from the plugin registry when installed (``difopt-accel``).
     """
     check.learning_rate("lr", lr)
     check.boolean("centered", centered)
     check.non_negative("momentum", momentum)
-    scaler = scale_by_stddev if centered else scale_by_rms
+    check.boolean("use_accelerated_op", use_accelerated_op)
+    if use_accelerated_op:
+        scaler = scale_by_accelerated_stddev if centered else scale_by_accelerated_rms
+        tracer = accelerated_trace
+    else:
+        scaler = scale_by_stddev if centered else scale_by_rms
+        tracer = trace
     return chain(
         flip_sign_and_add_weight_decay(weight_decay, maximize),
         scaler(alpha, eps, initial_scale),
-        trace(momentum, 0.0, nesterov) if momentum else identity(),
+        tracer(momentum, 0.0, nesterov) if momentum else identity(),
         scale_by_neg_lr(lr),
     )
 

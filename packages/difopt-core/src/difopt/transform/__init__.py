@@ -1,5 +1,11 @@
 """Gradient transformations: the building blocks optimizers are chained from."""
 
+from difopt.transform._accelerated import (
+    accelerated_trace,
+    scale_by_accelerated_adam,
+    scale_by_accelerated_rms,
+    scale_by_accelerated_stddev,
+)
 from difopt.transform._adaptive import (
     ScaleByAdaDeltaState,
     ScaleByAdamaxState,
@@ -11,7 +17,6 @@ from difopt.transform._adaptive import (
     ScaleByRmsState,
     ScaleByRssState,
     ScaleByRStdDevState,
-    scale_by_accelerated_adam,
     scale_by_adadelta,
     scale_by_adam,
     scale_by_adamax,
@@ -51,12 +56,15 @@ __all__ = [
     "ScaleByRssState",
     "ScaleByScheduleState",
     "TraceState",
+    "accelerated_trace",
     "add_decayed_weights",
     "flip_sign_and_add_weight_decay",
     "masked",
     "nan_to_num",
     "scale",
     "scale_by_accelerated_adam",
+    "scale_by_accelerated_rms",
+    "scale_by_accelerated_stddev",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",

@@ -28,7 +28,6 @@ __all__ = [
     "ScaleByRStdDevState",
     "ScaleByRmsState",
     "ScaleByRssState",
-    "scale_by_accelerated_adam",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
@@ -166,62 +165,6 @@ def scale_by_adam(
         return new_params, new_state
 
     return FusedApplyTransformation(init, update, apply_scaled)
-
-
-@transformation
-def scale_by_accelerated_adam(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    moment_requires_grad: bool = False,
-) -> GradientTransformation:
-    """:func:`scale_by_adam` computed by a fused native op when one is installed.
-
-    The op comes from the plugin registry (``difopt.ops``, e.g. ``difopt-accel``). When no
-    provider is installed, or it does not support the parameters' device, difopt warns once
-    and runs :func:`scale_by_adam`, which computes the same values.
-    """
-    from difopt import registry as plugins
-
-    pure = scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
-    provider = plugins.op_provider("adam")
-    if provider is None:
-        plugins.warn_once(
-            "accelerated-op-missing",
-            "use_accelerated_op=True but no fused op provider is installed "
-            "(pip install difopt-accel); using the pure PyTorch implementation.",
-        )
-        return pure
-    fused = provider.scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
-
-    def choose(updates: Any) -> GradientTransformation:
-        first = next(iter(lw.leaves(updates)), None)
-        if first is None or provider.is_available(first.device):
-            return fused
-        plugins.warn_once(
-            f"accelerated-op-device-{first.device}",
-            f"the fused Adam op is not available for device {first.device}; "
-            "using the pure PyTorch implementation.",
-        )
-        return pure
-
-    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
-        return choose(updates).update(updates, state, params=params, inplace=inplace)
-
-    def apply_scaled(updates: Any, state: Any, *, params: Any, factor: float, inplace: bool) -> Any:
-        chosen = choose(updates)
-        fused_apply = getattr(chosen, "_difopt_apply", None)
-        result = None
-        if fused_apply is not None:
-            result = fused_apply(updates, state, params=params, factor=factor, inplace=inplace)
-        if result is None and chosen is not pure:
-            result = pure._difopt_apply(  # type: ignore[attr-defined]
-                updates, state, params=params, factor=factor, inplace=inplace
-            )
-        return result
-
-    return FusedApplyTransformation(pure.init, update, apply_scaled)
 
 
 class ScaleByAdamaxState(NamedTuple):
