@@ -29,6 +29,11 @@ def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
     return optree.tree_flatten(tree, namespace=NAMESPACE)
 
 
+def flatten_with_none(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
+    """Like :func:`flatten`, with ``None`` (an update that is missing) as a leaf."""
+    return optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
+
+
 def leaves(tree: Any) -> list[Any]:
     return optree.tree_leaves(tree, namespace=NAMESPACE)
 

@@ -13,6 +13,8 @@ import functools
 import inspect
 from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
+from difopt._missing import none_aware
+
 __all__ = [
     "ChainedGradientTransformation",
     "EmptyState",
@@ -98,7 +100,7 @@ class ChainedGradientTransformation(GradientTransformation):
                 new_state.append(s)
             return updates, tuple(new_state)
 
-        obj = super().__new__(cls, init, update)
+        obj = super().__new__(cls, init, none_aware(update))
         obj.transformations = parts
         return obj
 
@@ -223,7 +225,7 @@ def transformation(factory: _F) -> _F:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         inner = factory(*bound.args, **bound.kwargs)
-        out = _RecordedTransformation(inner.init, inner.update)
+        out = _RecordedTransformation(inner.init, none_aware(inner.update))
         out._difopt_call = (wrapper, tuple(bound.arguments.items()))
         out._difopt_apply = getattr(inner, "apply_scaled", None)
         return out

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import optree
 import torch
 
 from difopt import _leafwise as lw
+from difopt.pytree import NAMESPACE
 
 __all__ = ["apply_updates"]
 
@@ -16,21 +18,29 @@ def apply_updates(params: Any, updates: Any, *, inplace: bool = True) -> Any:
 
     Args:
         params: a pytree of tensors.
-        updates: a pytree of tensors with the same structure.
+        updates: a pytree of tensors with the same structure; a ``None`` leaf (a parameter
+            without a gradient, as ``torch.autograd.grad(..., allow_unused=True)`` gives)
+            leaves its parameter unchanged.
         inplace: add into ``params`` (under ``torch.no_grad`` when they are leaves that
             require grad) and return them; with ``False``, return new tensors on the graph.
 
     Raises:
         ValueError: if the tree structures differ; nothing is modified then.
     """
-    ps, spec = lw.flatten(params)
-    us, u_spec = lw.flatten(updates)
+    ps, spec = optree.tree_flatten(params, none_is_leaf=True, namespace=NAMESPACE)
+    us, u_spec = optree.tree_flatten(updates, none_is_leaf=True, namespace=NAMESPACE)
     if u_spec != spec:
         raise ValueError(
             f"'updates' has tree structure {u_spec}, which does not match 'params' {spec}"
         )
+    present = [i for i, u in enumerate(us) if u is not None]
+    ps_present = [ps[i] for i in present]
+    us_present = [us[i] for i in present]
     if not inplace:
-        return lw.unflatten(spec, lw.add(ps, us))
+        new = list(ps)
+        for i, x in zip(present, lw.add(ps_present, us_present)):
+            new[i] = x
+        return optree.tree_unflatten(spec, new)
     with torch.no_grad():
-        lw.add_(ps, us)
+        lw.add_(ps_present, us_present)
     return params

@@ -55,7 +55,21 @@ def step(
     params: tuple[Any, ...],
     inplace: bool,
 ) -> tuple[list[Any], Any]:
-    """Return ``(new_params, new_state)``; with ``inplace`` the params are updated in place."""
+    """Return ``(new_params, new_state)``; with ``inplace`` the params are updated in place.
+
+    A ``None`` gradient leaves its parameter (the same tensor) and its per-parameter state as
+    they are (see :mod:`difopt._missing`); such a step takes the unfused path.
+    """
+    if any(g is None for g in grads):
+        updates, state = impl.update(grads, state, params=params, inplace=inplace)
+        present = [i for i, u in enumerate(updates) if u is not None]
+        ps = [params[i] for i in present]
+        us = [updates[i] for i in present]
+        new_params = list(params)
+        values = lw.add_(ps, us) if inplace else lw.add(ps, us)
+        for i, value in zip(present, values):
+            new_params[i] = value
+        return new_params, state
     if plan is None:
         updates, state = impl.update(grads, state, params=params, inplace=inplace)
         if inplace:

@@ -144,9 +144,9 @@ class Optimizer:
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         """Update the parameters from their ``.grad``.
 
-        A parameter whose ``.grad`` is None is left unchanged, as in torch.optim; unlike
-        torch.optim, the group's state (moments, step count) still advances for it, with a
-        zero gradient.
+        A parameter whose ``.grad`` is None is left unchanged, and so is its state (moments), as
+        in torch.optim; unlike torch.optim, which counts steps per parameter, the group's step
+        count still advances (it is shared by the group's parameters).
 
         Args:
             closure: re-evaluates the model and returns the loss (it runs with grad enabled).
@@ -162,19 +162,9 @@ class Optimizer:
             grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
             work.append((params, grads))
         for i, (params, grads) in enumerate(work):
-            with_grad = [p.grad is not None for p in params]
-            if all(with_grad):
-                _, self.state_groups[i] = _plan.step(
-                    self._impls[i], self._plans[i], grads, self.state_groups[i], params, True
-                )
-                continue
-            # Parameters without a gradient stay as they are (torch.optim skips them); the
-            # transformation still sees them, with a zero gradient, as its state is per group.
-            updates, self.state_groups[i] = self._impls[i].update(
-                grads, self.state_groups[i], params=params, inplace=True
+            _, self.state_groups[i] = _plan.step(
+                self._impls[i], self._plans[i], grads, self.state_groups[i], params, True
             )
-            kept = [(p, u) for p, u, g in zip(params, updates, with_grad) if g]
-            lw.add_([p for p, _ in kept], [u for _, u in kept])
         return loss
 
     def state_dict(self) -> dict[str, Any]:
@@ -199,10 +189,10 @@ def _layout(impl: GradientTransformation) -> list[Any]:
     return [getattr(t, "_difopt_call", (None,))[0] for t in parts]
 
 
-def _grad_of(p: torch.Tensor, index: int) -> torch.Tensor:
+def _grad_of(p: torch.Tensor, index: int) -> torch.Tensor | None:
     g = p.grad
     if g is None:
-        return torch.zeros_like(p)
+        return None
     if g.is_sparse:
         raise RuntimeError(f"parameter {index} has a sparse gradient; difopt needs dense ones")
     if g.shape != p.shape:

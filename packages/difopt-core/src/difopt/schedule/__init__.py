@@ -129,8 +129,12 @@ class _Exponential(_Schedule):
             p = torch.floor(p) if torch.is_tensor(p) else math.floor(p)
         value = self.init_value * self.decay_rate**p
         if self.end_value is not None:
-            lo, hi = sorted((self.init_value, self.end_value))
-            value = _clip(value, lo, hi)
+            # A lower bound when decaying, an upper bound when growing (TorchOpt's and Optax's
+            # rule), whichever side of it init_value lies.
+            if self.decay_rate < 1.0:
+                value = _clip(value, self.end_value, math.inf)
+            else:
+                value = _clip(value, -math.inf, self.end_value)
         return value
 
 
@@ -150,8 +154,8 @@ def exponential_decay(
         transition_begin: steps to wait before decaying.
         transition_steps: steps over which ``decay_rate`` applies once.
         staircase: decay in discrete jumps every ``transition_steps`` steps.
-        end_value: a bound the value never passes (lower bound when decaying, upper when
-            growing).
+        end_value: a bound the value never passes: a lower bound when ``decay_rate < 1``,
+            an upper bound otherwise (also when ``init_value`` lies beyond it).
 
     Examples:
         >>> s = exponential_decay(1.0, 0.5, transition_steps=2, staircase=True)

@@ -229,7 +229,7 @@ class MaskedState(NamedTuple):
 
 def _mask_leaves(mask: Any, params: Any, spec: Any) -> list[bool]:
     m = mask(params) if callable(mask) else mask
-    flags, m_spec = lw.flatten(m)
+    flags, m_spec = lw.flatten_with_none(m) if spec.none_is_leaf else lw.flatten(m)
     if m_spec != spec:
         raise ValueError(
             f"'mask' has tree structure {m_spec}, which does not match the parameters {spec}"
@@ -258,14 +258,21 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
         return MaskedState(inner.init([p for p, f in zip(ps, flags) if f]))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
-        xs, spec = lw.flatten(updates)
+        # None leaves (missing updates) are kept as leaves so that the mask lines up; the
+        # inner transformation receives them and passes them through (difopt._missing).
+        xs, spec = lw.flatten_with_none(updates)
         if callable(mask) and params is None:
             raise ValueError("masked() with a callable 'mask' needs 'params' in update()")
         flags = _mask_leaves(mask, params if callable(mask) else None, spec)
         sel = [x for x, f in zip(xs, flags) if f]
         sel_params = None
         if params is not None:
-            ps = _check_same_structure(spec, params, "masked")
+            ps, p_spec = lw.flatten_with_none(params)
+            if p_spec != spec:
+                raise ValueError(
+                    f"masked: 'params' has tree structure {p_spec}, which does not match the "
+                    f"structure of 'updates' {spec}"
+                )
             sel_params = [p for p, f in zip(ps, flags) if f]
         new_sel, inner_state = inner.update(
             sel, state.inner_state, params=sel_params, inplace=inplace

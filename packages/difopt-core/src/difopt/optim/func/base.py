@@ -47,9 +47,7 @@ class FuncOptimizer:
             raise TypeError("'params' must be a non-empty pytree of tensors")
         if isinstance(self.optim_state, UninitializedState):
             self.optim_state = self.impl.init(params)
-        grads = torch.autograd.grad(
-            loss, flat, create_graph=True, allow_unused=True, materialize_grads=True
-        )
+        grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
         updates, self.optim_state = self.impl.update(
             lw.unflatten(spec, grads), self.optim_state, params=params, inplace=inplace
         )

@@ -92,9 +92,7 @@ class MetaOptimizer:
             raise ValueError("'loss' does not require grad: it does not depend on the parameters")
         slots = [_trainable(c) for c in self.param_containers_groups]
         flat = [c[k] for group in slots for c, k in group]
-        grads = torch.autograd.grad(
-            loss, flat, create_graph=True, allow_unused=True, materialize_grads=True
-        )
+        grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
         new_states, new_params = [], []
         start = 0
         for state, group in zip(self.state_groups, slots):
