@@ -207,7 +207,8 @@ TORCHOPT_SURFACE = {
     ],
     "difopt.optim.func": ["FuncOptimizer"],
     "difopt.nn": ["MetaGradientModule", "reparametrize", "reparameterize", "swap_state"],
-    "difopt.accelerated_op": ["is_available"],
+    "difopt.accelerated_op": ["is_available", "AdamOp", "adam_op"],
+    "difopt.accelerated_op.adam_op": ["AdamOp"],
     "difopt.version": ["__version__"],
 }
 
@@ -235,6 +236,35 @@ PLUGIN_SURFACE = [
         "difopt-implicit",
     ),
     ("difopt.linalg", ["cg", "ns", "ns_inv"], "difopt.diff", "implicit", "difopt-implicit"),
+    ("difopt.linalg", ["utils"], "difopt.diff", "implicit", "difopt-implicit"),
+    (
+        "difopt.diff.implicit.nn",
+        ["ImplicitMetaGradientModule"],
+        "difopt.diff",
+        "implicit",
+        "difopt-implicit",
+    ),
+    (
+        "difopt.diff.zero_order.nn",
+        ["ZeroOrderGradientModule"],
+        "difopt.diff",
+        "zero_order",
+        "difopt-zeroorder",
+    ),
+    (
+        "difopt.distributed.api",
+        ["parallelize", "remote_async_call", "TensorDimensionPartitioner", "mean_reducer"],
+        "difopt.distributed",
+        "distributed",
+        "difopt-distributed",
+    ),
+    (
+        "difopt.distributed.world",
+        ["auto_init_rpc", "get_world_info", "rank_zero_only"],
+        "difopt.distributed",
+        "distributed",
+        "difopt-distributed",
+    ),
     ("difopt.nn", ["ImplicitMetaGradientModule"], "difopt.diff", "implicit", "difopt-implicit"),
     ("difopt.nn", ["ZeroOrderGradientModule"], "difopt.diff", "zero_order", "difopt-zeroorder"),
     ("difopt.diff", ["ImplicitMetaGradientModule"], "difopt.diff", "implicit", "difopt-implicit"),
@@ -380,3 +410,21 @@ def test_three_forms_share_signature_and_docs():
         assert classic.alias is fn and meta.alias is fn
     assert inspect.signature(difopt.Adadelta).parameters["lr"].default == 1.0
     assert inspect.signature(difopt.MetaAdam).parameters["moment_requires_grad"].default is True
+
+
+def test_torchopt_module_paths_import_without_loading_plugins():
+    code = (
+        "import sys, difopt\n"
+        "import difopt.diff.implicit.nn, difopt.diff.zero_order.nn\n"
+        "import difopt.distributed.api, difopt.distributed.world\n"
+        "from difopt.accelerated_op.adam_op import AdamOp\n"
+        "assert difopt.chain.flat is difopt.combine.chain_flat\n"
+        "print(sorted(m for m in sys.modules if m.startswith('difopt_')))\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"

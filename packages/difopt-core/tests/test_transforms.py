@@ -156,6 +156,11 @@ def test_schedules_closed_forms():
     assert exp(2) == 2.0 and exp(5) == pytest.approx(1.0) and exp(8) == pytest.approx(0.5)
     stair = exponential_decay(1.0, 0.1, transition_steps=10, staircase=True, end_value=0.05)
     assert stair(9) == 1.0 and stair(10) == pytest.approx(0.1) and stair(25) == 0.05
+    # end_value is a floor when decaying and a ceiling when growing, even from the wrong side.
+    floor = exponential_decay(0.1, 0.5, transition_steps=1, end_value=0.8)
+    assert floor(0) == 0.8 and floor(5) == 0.8
+    ceiling = exponential_decay(1.0, 2.0, transition_steps=1, end_value=3.0)
+    assert ceiling(1) == pytest.approx(2.0) and ceiling(2) == 3.0
     cos = cosine_decay(1.0, decay_steps=10, alpha=0.1)
     assert cos(0) == 1.0 and cos(10) == pytest.approx(0.1)
     assert cos(5) == pytest.approx(0.9 * 0.5 + 0.1)

@@ -248,3 +248,26 @@ def test_solving_from_zero_spends_no_product_on_the_initial_residual(name: str) 
     # A Krylov method solves an n x n system in at most n steps (GMRES adds one product per
     # cycle for the true residual, BiCGSTAB makes two per step).
     assert calls[0] <= {"cg": 6, "gmres": 7, "bicgstab": 12}[name]
+
+
+def test_torchopt_linalg_utils() -> None:
+    import difopt
+
+    mats = [torch.randn(4, 4, dtype=torch.float64) for _ in range(3)]
+    xs = [torch.randn(4, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)] + [
+        torch.randn(4, 1, dtype=torch.float64)
+    ]
+    matvec = difopt.linalg.utils.normalize_matvec(mats)
+    for got, a, x in zip(matvec(xs), mats, xs):
+        torch.testing.assert_close(got, a @ x)
+    fn = lambda x: x  # noqa: E731
+    assert difopt.linalg.utils.normalize_matvec(fn) is fn
+    with pytest.raises(TypeError, match="square matrices; leaf 0 is \\(2, 3\\)"):
+        difopt.linalg.utils.normalize_matvec([torch.zeros(2, 3)])
+    with pytest.raises(ValueError, match="'x' has 1 leaves but 'matvec' has 3"):
+        matvec(xs[:1])
+    assert difopt.linalg.utils.cat_shapes({"a": torch.zeros(2, 3), "b": torch.zeros(4)}) == (
+        2,
+        3,
+        4,
+    )

@@ -203,8 +203,30 @@ def test_torchopt_spelling_through_core() -> None:
 def test_a_module_without_meta_parameters_fails_clearly() -> None:
     model = RidgeModule(torch.tensor(0.8, dtype=DT), 5)  # does not require grad: not meta
     x, y, _, _ = ridge_data()
-    with pytest.raises(RuntimeError, match="RidgeModule has no meta-parameters: pass the tensors"):
+    with pytest.raises(
+        RuntimeError,
+        match="^The module has no meta-parameters. RidgeModule has no meta-parameters: pass the",
+    ):
         model.solve(x, y)
+
+
+def test_a_module_without_inner_parameters_fails_clearly() -> None:
+    class NoInner(ImplicitMetaGradientModule):
+        def __init__(self, prior: torch.Tensor) -> None:
+            super().__init__()
+            self.prior = prior
+
+        def objective(self) -> torch.Tensor:
+            return self.prior.sum()
+
+        def solve(self) -> None:
+            pass
+
+    # TorchOpt's sentence first (code matches on it), then the explanation.
+    with pytest.raises(RuntimeError, match="^The module has no parameters. NoInner has no"):
+        NoInner(torch.zeros(2)).solve()
+    with pytest.raises(RuntimeError, match="^The module has no parameters."):
+        NoInner(torch.zeros(2, requires_grad=True)).solve()
 
 
 def test_class_definition_errors() -> None:

@@ -159,7 +159,11 @@ def test_a_module_without_trainable_parameters() -> None:
         def forward(self) -> torch.Tensor:
             return torch.tensor(0.0)
 
-    with pytest.raises(RuntimeError, match="has no parameter that requires grad"):
+        def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+            return torch.randn(sample_shape)
+
+    # TorchOpt's sentence first, then what to do about it.
+    with pytest.raises(RuntimeError, match="The module has no parameters. Empty has no parameter"):
         Empty()()
 
 
@@ -172,9 +176,9 @@ def test_a_module_without_sample() -> None:
         def forward(self) -> torch.Tensor:
             return self.p.sum()
 
-    out = NoSample()()
-    with pytest.raises(NotImplementedError, match="must define sample"):
-        out.backward()
+    # Abstract, as in TorchOpt: the class cannot be instantiated without sample().
+    with pytest.raises(TypeError, match="Can't instantiate abstract class NoSample.*sample"):
+        NoSample()
 
 
 def test_manual_seed_rejects_bad_seeds() -> None:
@@ -185,6 +189,9 @@ def test_manual_seed_rejects_bad_seeds() -> None:
 
         def forward(self) -> torch.Tensor:
             return self.p.sum()
+
+        def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+            return torch.randn(sample_shape)
 
     with pytest.raises(TypeError, match="'seed'"):
         One().manual_seed(None)  # type: ignore[arg-type]

@@ -75,7 +75,7 @@ class ChainedGradientTransformation(GradientTransformation):
             if isinstance(t, ChainedGradientTransformation):
                 flat.extend(t.transformations)
             elif isinstance(t, GradientTransformation):
-                if not isinstance(t, _Identity):
+                if not isinstance(t, IdentityGradientTransformation):
                     flat.append(t)
             else:
                 raise TypeError(
@@ -111,6 +111,10 @@ class ChainedGradientTransformation(GradientTransformation):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, ChainedGradientTransformation):
             return self.transformations == other.transformations
+        if isinstance(
+            other, IdentityGradientTransformation
+        ):  # an empty chain is the identity (TorchOpt: equal)
+            return not self.transformations
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -123,12 +127,22 @@ class ChainedGradientTransformation(GradientTransformation):
         return self.transformations
 
 
-class _Identity(GradientTransformation):
-    def __new__(cls) -> _Identity:
+class IdentityGradientTransformation(GradientTransformation):
+    def __new__(cls) -> IdentityGradientTransformation:
         return super().__new__(cls, _identity_init, _identity_update)
 
     def __repr__(self) -> str:
         return "identity()"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IdentityGradientTransformation):
+            return True
+        if isinstance(other, ChainedGradientTransformation):
+            return not other.transformations
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(())  # equal to the empty chain's
 
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         return identity, ()
@@ -154,7 +168,7 @@ def identity() -> GradientTransformation:
         >>> t.update(g, t.init(g))[0]["w"]
         tensor([1., 1.])
     """
-    return _Identity()
+    return IdentityGradientTransformation()
 
 
 class FusedApplyTransformation(GradientTransformation):

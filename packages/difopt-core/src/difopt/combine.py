@@ -26,3 +26,5 @@ def chain(*transformations: GradientTransformation) -> ChainedGradientTransforma
 
 chain_flat = chain
 """TorchOpt's name for a chain over flattened leaves; every difopt chain already is one."""
+
+chain.flat = chain_flat  # type: ignore[attr-defined]  # TorchOpt's spelling: chain.flat(...)

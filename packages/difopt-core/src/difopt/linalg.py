@@ -9,6 +9,6 @@ if TYPE_CHECKING:
     def __getattr__(name: str) -> Any: ...
 
 
-__all__ = ["ConvergenceWarning", "bicgstab", "cg", "gmres", "ns", "ns_inv"]
+__all__ = ["ConvergenceWarning", "bicgstab", "cg", "gmres", "ns", "ns_inv", "utils"]
 
 install(__name__, "difopt.diff", "implicit", "difopt-implicit", path=("linalg",))

@@ -140,6 +140,7 @@ def __getattr__(name: str) -> Any:
 def tree_wait(future_tree: Any) -> Any:
     """Wait on every ``torch.futures.Future`` leaf and return the tree of results."""
     return _map(
-        lambda f: f.wait() if isinstance(f, torch.futures.Future) else f,
+        # torch._C.Future: Future.then() returns the C class, not torch.futures.Future.
+        lambda f: f.wait() if isinstance(f, torch._C.Future) else f,
         future_tree,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import functools
 from typing import Any, Callable
 
@@ -38,7 +39,9 @@ def _enable_zero_order(raw_forward: Callable[..., torch.Tensor]) -> Callable[...
             names_of[id(p)].append(name)
         if not params:
             raise RuntimeError(
-                f"{type(self).__name__} has no parameter that requires grad: a "
+                # The first sentence is TorchOpt's message, which user code may match on.
+                f"The module has no parameters. {type(self).__name__} has no parameter that "
+                "requires grad: a "
                 "ZeroOrderGradientModule estimates gradients for its parameters"
             )
 
@@ -64,7 +67,7 @@ def _enable_zero_order(raw_forward: Callable[..., torch.Tensor]) -> Callable[...
     return forward
 
 
-class ZeroOrderGradientModule(nn.Module):
+class ZeroOrderGradientModule(nn.Module, metaclass=abc.ABCMeta):
     """Base class of modules whose parameters are trained by evolution strategies.
 
     A subclass writes ``forward`` (returning a scalar tensor, which may be computed in a
@@ -125,12 +128,14 @@ class ZeroOrderGradientModule(nn.Module):
         self._zero_order_depth = 0
         self._zero_order_source: NoiseSource | None = None
 
+    @abc.abstractmethod
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Compute the scalar objective; subclasses must override it."""
         raise NotImplementedError(
             f"{type(self).__name__} must define forward(...) returning a scalar tensor"
         )
 
+    @abc.abstractmethod
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
         """Draw a perturbation batch of shape ``sample_shape``; subclasses must override it."""
         raise NotImplementedError(

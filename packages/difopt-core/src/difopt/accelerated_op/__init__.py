@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["is_available"]
+__all__ = ["AdamOp", "is_available"]
 
 
 OPS = ("adam", "rmsprop", "sgd")
@@ -36,3 +36,8 @@ def is_available(devices: Any = None, *, op: str = "adam") -> bool:
     elif isinstance(devices, (str, torch.device)):
         devices = [devices]
     return all(provider.is_available(torch.device(d)) for d in devices)
+
+
+# TorchOpt's submodule and class (imported last: adam_op needs nothing from this module).
+from difopt.accelerated_op import adam_op  # noqa: E402
+from difopt.accelerated_op.adam_op import AdamOp  # noqa: E402

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TensorDimensionPartitioner",
+    "api",
     "auto_init_rpc",
     "autograd",
     "barrier",
@@ -39,10 +40,12 @@ __all__ = [
     "remote_async_call",
     "remote_sync_call",
     "sum_reducer",
+    "world",
 ]
 
 install(__name__, "difopt.distributed", "distributed", "difopt-distributed")
 
-# The lazy submodule, imported without touching the plugin (``from . import autograd`` would
-# first look the name up on this module, which loads the plugin).
-importlib.import_module(f"{__name__}.autograd")
+# The lazy submodules (TorchOpt's paths), imported without touching the plugin (``from . import
+# autograd`` would first look the name up on this module, which loads the plugin).
+for _submodule in ("api", "autograd", "world"):
+    importlib.import_module(f"{__name__}.{_submodule}")

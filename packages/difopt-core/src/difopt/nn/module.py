@@ -21,6 +21,15 @@ def _meta_inputs(args: Any, kwargs: Any) -> tuple[dict[int, torch.Tensor], dict[
     return tensors, modules
 
 
+def _check_name(kind: str, name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name should be a string. Got {torch.typename(name)}")
+    if "." in name:
+        raise KeyError(f"{kind} name can't contain '.'")
+    if name == "":
+        raise KeyError(f"{kind} name can't be empty string ''")
+
+
 class MetaGradientModule(nn.Module):
     """An ``nn.Module`` whose constructor inputs (tensors that require grad, and modules) are
     meta-parameters: assigned as attributes, they are tracked by :meth:`meta_parameters`
@@ -53,13 +62,53 @@ class MetaGradientModule(nn.Module):
         super().__init__()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        tensors, modules = self._meta_inputs
-        if torch.is_tensor(value) and id(value) in tensors:
-            self.register_meta_parameter(name, value)
-        elif isinstance(value, nn.Module) and id(value) in modules:
-            self.register_meta_module(name, value)
+        # TorchOpt's rule: any tensor that requires grad is a parameter (not only an
+        # nn.Parameter: inner parameters are often non-leaf tensors computed from
+        # meta-parameters), or a meta-parameter when it was a constructor input.
+        if isinstance(value, nn.Parameter) or (torch.is_tensor(value) and value.requires_grad):
+            if "_parameters" not in self.__dict__:
+                raise AttributeError("cannot assign parameters before Module.__init__() call")
+            self._forget(name)
+            if id(value) in self._meta_inputs[0]:
+                self.register_meta_parameter(name, value)
+            else:
+                self.register_parameter(name, value)
+        elif isinstance(value, nn.Module):
+            if "_modules" not in self.__dict__:
+                raise AttributeError("cannot assign module before Module.__init__() call")
+            self._forget(name)
+            if id(value) in self._meta_inputs[1]:
+                self._meta_modules[name] = value
+            else:
+                self._modules[name] = value
+        elif name in self.__dict__.get("_meta_parameters", {}):
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{torch.typename(value)}' as meta-parameter '{name}' "
+                    "(a tensor that requires grad, or None, expected)"
+                )
+            self._meta_parameters[name] = None
+        elif name in self.__dict__.get("_meta_modules", {}):
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{torch.typename(value)}' as meta-module '{name}' "
+                    "(torch.nn.Module or None expected)"
+                )
+            self._meta_modules[name] = None
+        elif name in self.__dict__.get("_parameters", {}) and value is not None:
+            raise TypeError(
+                f"cannot assign '{torch.typename(value)}' as parameter '{name}' "
+                "(a tensor that requires grad, or None, expected)"
+            )
         else:
             super().__setattr__(name, value)
+
+    def _forget(self, name: str) -> None:
+        """Remove ``name`` from wherever a previous assignment put it."""
+        self.__dict__.pop(name, None)
+        for table in ("_parameters", "_buffers", "_modules", "_meta_parameters", "_meta_modules"):
+            self.__dict__[table].pop(name, None)
+        self._non_persistent_buffers_set.discard(name)
 
     def __getattr__(self, name: str) -> Any:
         meta_params = self.__dict__.get("_meta_parameters", {})
@@ -78,12 +127,44 @@ class MetaGradientModule(nn.Module):
         else:
             super().__delattr__(name)
 
+    def register_parameter(self, name: str, param: torch.Tensor | None) -> None:
+        """Add a parameter: an ``nn.Parameter``, or any tensor that requires grad (or None)."""
+        if isinstance(param, nn.Parameter) or param is None:
+            super().register_parameter(name, param)
+            return
+        _check_name("parameter", name)
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("cannot assign parameter before Module.__init__() call")
+        if hasattr(self, name) and name not in self._parameters:
+            raise KeyError(f"attribute '{name}' already exists")
+        if not torch.is_tensor(param):
+            raise TypeError(
+                f"cannot assign '{torch.typename(param)}' object to parameter '{name}' "
+                "(torch.Tensor or None required)"
+            )
+        if not param.requires_grad:
+            raise ValueError(
+                f"cannot assign a tensor with requires_grad=False to parameter '{name}'"
+            )
+        if id(param) in self._meta_inputs[0]:
+            raise ValueError(
+                f"cannot assign Tensor that is a meta-parameter to parameter '{name}'. Use "
+                "self.register_meta_parameter() instead."
+            )
+        self._parameters[name] = param  # type: ignore[assignment]
+
     def register_meta_parameter(self, name: str, param: torch.Tensor | None) -> None:
-        """Track ``param`` as a meta-parameter called ``name``."""
-        if not isinstance(name, str) or not name or "." in name:
-            raise KeyError(f"Invalid meta-parameter name {name!r}")
+        """Track ``param`` (a tensor that requires grad, or None) as meta-parameter ``name``."""
+        _check_name("meta-parameter", name)
         if param is not None and not torch.is_tensor(param):
-            raise TypeError(f"'param' must be a tensor or None, got {type(param).__name__}")
+            raise TypeError(
+                f"cannot assign '{torch.typename(param)}' object to meta-parameter '{name}' "
+                "(torch.Tensor or None required)"
+            )
+        if param is not None and not param.requires_grad:
+            raise ValueError(
+                f"cannot assign a tensor with requires_grad=False to meta-parameter '{name}'"
+            )
         if name in self._parameters or name in self._buffers or name in self._modules:
             raise KeyError(f"attribute {name!r} already exists as a parameter, buffer or module")
         self._meta_parameters[name] = param

@@ -333,7 +333,14 @@ def nan_to_num(
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
-        out = [torch.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf) for x in xs]
+        # In place (TorchOpt's contract: the same tensors come back) unless that would write
+        # into a leaf that requires grad.
+        out = [
+            x.nan_to_num_(nan=nan, posinf=posinf, neginf=neginf)
+            if inplace and not (x.is_leaf and x.requires_grad)
+            else torch.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
+            for x in xs
+        ]
         return lw.unflatten(spec, out), state
 
     return GradientTransformation(init, update)

@@ -5,8 +5,9 @@ Operators are functions ``x -> A x`` on pytrees shaped like ``b``, or pytrees of
 their signatures and defaults; ``gmres`` and ``bicgstab`` solve non-symmetric systems.
 """
 
+from difopt_implicit.linalg import utils
 from difopt_implicit.linalg._common import ConvergenceWarning
 from difopt_implicit.linalg._krylov import bicgstab, cg, gmres
 from difopt_implicit.linalg._ns import ns, ns_inv
 
-__all__ = ["ConvergenceWarning", "bicgstab", "cg", "gmres", "ns", "ns_inv"]
+__all__ = ["ConvergenceWarning", "bicgstab", "cg", "gmres", "ns", "ns_inv", "utils"]

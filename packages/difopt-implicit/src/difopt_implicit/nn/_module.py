@@ -95,7 +95,10 @@ def _optimality_from_objective(
     names = [n for n, _ in self.named_parameters()]
     tensors = tuple(p for _, p in self.named_parameters())
     if not names:
-        raise RuntimeError(f"{type(self).__name__} has no parameters to differentiate")
+        raise RuntimeError(
+            f"The module has no parameters. {type(self).__name__} has no parameters to "
+            "differentiate"
+        )
 
     def objective(*params: torch.Tensor) -> torch.Tensor:
         with _substituted(self, dict(zip(names, params))):
@@ -116,20 +119,22 @@ def _implicit_solve(user_solve: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(user_solve)
     def solve(self: ImplicitMetaGradientModule, *input: Any, **kwargs: Any) -> Any:
-        named_meta = list(self.named_meta_parameters())
-        if not named_meta:
-            raise RuntimeError(
-                f"{type(self).__name__} has no meta-parameters: pass the tensors that require "
-                "grad (or the modules) to learn as constructor arguments and assign them as "
-                "attributes (self.prior = prior), or register them with "
-                "register_meta_parameter() / register_meta_module()"
-            )
+        # The first sentence of each message is TorchOpt's, which user code may match on.
         self._implicit_restore_leaves()
         named_params = list(self.named_parameters())
         if not named_params:
             raise RuntimeError(
-                f"{type(self).__name__} has no parameters for solve() to optimize: the inner "
-                "variables must be nn.Parameter attributes (meta-parameters do not count)"
+                f"The module has no parameters. {type(self).__name__} has no parameters for "
+                "solve() to optimize: the inner variables must be attributes that require grad "
+                "(nn.Parameter or tensors; meta-parameters do not count)"
+            )
+        named_meta = list(self.named_meta_parameters())
+        if not named_meta:
+            raise RuntimeError(
+                f"The module has no meta-parameters. {type(self).__name__} has no "
+                "meta-parameters: pass the tensors that require grad (or the modules) to learn "
+                "as constructor arguments and assign them as attributes (self.prior = prior), "
+                "or register them with register_meta_parameter() / register_meta_module()"
             )
         meta_names = [n for n, _ in named_meta]
         meta_tensors = [t for _, t in named_meta]
@@ -267,13 +272,16 @@ class ImplicitMetaGradientModule(MetaGradientModule, metaclass=abc.ABCMeta):
         ):
             if custom and isinstance(attr, (staticmethod, classmethod)):
                 raise TypeError(
-                    f"{cls.__name__}.{name}() must be a plain method, not a {type(attr).__name__}"
+                    f"method {name}() must not be a {type(attr).__name__}. "
+                    f"{cls.__name__}.{name}() must be a plain method"
                 )
         if not cls._custom_optimality:
             if not cls._custom_objective:
                 raise TypeError(
-                    f"{cls.__name__} must define optimality() (the residual, zero at the "
-                    "solution) or objective() (whose gradient is then the residual)"
+                    "ImplicitMetaGradientModule requires either an optimality() method or an "
+                    f"objective() method: {cls.__name__} must define optimality() (the "
+                    "residual, zero at the solution) or objective() (whose gradient is then "
+                    "the residual)"
                 )
             cls.optimality = _optimality_from_objective  # type: ignore[method-assign]
         if "solve" in cls.__dict__ and not getattr(

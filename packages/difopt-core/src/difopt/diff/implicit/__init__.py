@@ -3,6 +3,7 @@
 Provided by the ``difopt-implicit`` plugin (entry point ``difopt.diff:implicit``).
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from difopt._lazy import install
@@ -15,3 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["ImplicitMetaGradientModule", "custom_root", "nn"]
 
 install(__name__, "difopt.diff", "implicit", "difopt-implicit")
+
+# TorchOpt's ``nn`` submodule, imported without touching the plugin (it is lazy too).
+importlib.import_module(f"{__name__}.nn")

@@ -4,6 +4,7 @@ Provided by the ``difopt-zeroorder`` plugin (entry point ``difopt.diff:zero_orde
 module itself is callable, as in TorchOpt: ``@difopt.diff.zero_order(distribution, method)``.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from difopt._lazy import install
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     def __getattr__(name: str) -> Any: ...
 
 
-__all__ = ["ZeroOrderGradientModule", "zero_order"]
+__all__ = ["ZeroOrderGradientModule", "nn", "zero_order"]
 
 install(__name__, "difopt.diff", "zero_order", "difopt-zeroorder", call="zero_order")
+
+# TorchOpt's ``nn`` submodule, imported without touching the plugin (it is lazy too).
+importlib.import_module(f"{__name__}.nn")

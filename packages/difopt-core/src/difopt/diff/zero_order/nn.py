@@ -1,0 +1,14 @@
+"""TorchOpt's path of ``ZeroOrderGradientModule`` (from ``difopt-zeroorder``)."""
+
+from typing import TYPE_CHECKING, Any
+
+from difopt._lazy import install
+
+if TYPE_CHECKING:
+    # For type checkers: the attributes are the plugin's, looked up at run time.
+    def __getattr__(name: str) -> Any: ...
+
+
+__all__ = ["ZeroOrderGradientModule"]
+
+install(__name__, "difopt.diff", "zero_order", "difopt-zeroorder")
