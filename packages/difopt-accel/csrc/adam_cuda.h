@@ -7,46 +7,10 @@
 #include <cstdint>
 
 #include "adam_math.h"
+#include "cuda_types.h"
 
 namespace difopt_accel {
 namespace cuda {
-
-enum class Dtype : int { kFloat16, kBFloat16, kFloat32, kFloat64 };
-
-// One tensor of a forward call: out = base + factor * dir (base may be null or alias out),
-// mu_out/nu_out receive the new moments (they may alias mu/nu).
-struct ForwardTensor {
-  const void* g;
-  const void* mu;
-  const void* nu;
-  const void* base;
-  void* out;
-  void* mu_out;
-  void* nu_out;
-  int64_t numel;
-};
-
-// One tensor of a backward call; d_mu_new/d_nu_new may be null (zero), and d_mu/d_nu may be
-// null (not wanted).
-struct BackwardTensor {
-  const void* d_out;
-  const void* d_mu_new;
-  const void* d_nu_new;
-  const void* g;
-  const void* mu_new;
-  const void* nu_new;
-  void* d_g;
-  void* d_mu;
-  void* d_nu;
-  int64_t numel;
-};
-
-// The step number: known on the host, or read by the kernel from device memory (so that a
-// device-resident counter never costs a host synchronisation).
-struct Step {
-  int64_t host;
-  const int64_t* device;  // used when not null
-};
 
 // Enqueue the forward step of `count` tensors, all of `dtype`, on `stream`: a few launches,
 // each covering up to a fixed number of tensors, never one launch per tensor.

@@ -1,21 +1,10 @@
-// Element-wise Adam arithmetic shared by the CPU and CUDA kernels.
-//
-// This header has no PyTorch dependency, so the CUDA translation unit can be compiled by
-// nvcc alone. Each function handles one element; the kernels only decide which elements a
-// thread visits.
+// Element-wise Adam arithmetic shared by the CPU and CUDA kernels (no PyTorch dependency).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define DIFOPT_HD __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-// Always inlined, so that each vectorized clone of a CPU loop gets its own copy.
-#define DIFOPT_HD inline __attribute__((always_inline))
-#else
-#define DIFOPT_HD inline
-#endif
+#include "math_common.h"
 
 namespace difopt_accel {
 
@@ -58,30 +47,6 @@ DIFOPT_HD AdamCoeffs<T> make_coeffs(const AdamHyper& h, int64_t step) {
   return c;
 }
 
-DIFOPT_HD float square_root(float x) {
-#if defined(__CUDA_ARCH__)
-  return sqrtf(x);
-#else
-  return std::sqrt(x);
-#endif
-}
-
-DIFOPT_HD double square_root(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::sqrt(x);
-#else
-  return std::sqrt(x);
-#endif
-}
-
-// torch.lerp's formula (the pure path computes the first moment with it), so both paths
-// round alike: the form depends on which side of 1/2 the weight lies.
-template <typename T>
-DIFOPT_HD T lerp(T start, T end, T weight) {
-  return weight < T(0.5) ? start + weight * (end - start)
-                         : end - (end - start) * (T(1) - weight);
-}
-
 // One Adam step for one element:
 //   mu'  = lerp(mu, g, 1 - b1)
 //   nu'  = b2 nu + (1 - b2) g^2
@@ -90,7 +55,7 @@ template <typename T>
 DIFOPT_HD void adam_forward(T g, T mu, T nu, const AdamCoeffs<T>& c, T& mu_new, T& nu_new,
                             T& direction) {
   mu_new = lerp(mu, g, c.w1);
-  nu_new = nu * c.b2 + c.w2 * g * g;
+  nu_new = ema_square(nu, g, c.b2, c.w2);
   const T root = square_root(nu_new * c.inv_bc2 + c.eps_root);
   direction = (mu_new * c.inv_bc1) / (root + c.eps);
 }
@@ -108,14 +73,26 @@ DIFOPT_HD void adam_backward(T g, T mu_new, T nu_new, T d_out, T d_mu_new, T d_n
   const T direction = (mu_new * c.inv_bc1) / denom;
   const T d_dir = c.factor * d_out;
   const T g_mu = d_mu_new + d_dir * c.inv_bc1 / denom;
-  // d dir / d root = -dir / denom;  d root / d nu' = inv_bc2 / (2 root), or 0 at root == 0.
-  // Written without a branch (a select of constants, then a product) so the loop vectorizes.
-  const T positive = root > T(0) ? T(1) : T(0);
-  const T safe_root = root + (T(1) - positive);
-  const T g_nu = d_nu_new + positive * (-d_dir * direction / denom * c.inv_bc2 / (T(2) * safe_root));
+  // d dir / d root = -dir / denom;  d root / d nu' = inv_bc2 sqrt'(root).
+  const T g_nu = d_nu_new - d_dir * direction / denom * c.inv_bc2 * sqrt_derivative(root);
   d_g = c.w1 * g_mu + T(2) * c.w2 * g * g_nu;
   d_mu = (T(1) - c.w1) * g_mu;
   d_nu = c.b2 * g_nu;
+}
+
+// The two-moment interface (cpu_moments.h, moments_cuda.cuh) of Adam: its first moment
+// always takes part.
+template <typename T>
+DIFOPT_HD void moments_forward(T g, T mu, T nu, const AdamCoeffs<T>& c, bool /*has_mu*/,
+                               T& mu_new, T& nu_new, T& direction) {
+  adam_forward(g, mu, nu, c, mu_new, nu_new, direction);
+}
+
+template <typename T>
+DIFOPT_HD void moments_backward(T g, T mu_new, T nu_new, T d_out, T d_mu_new, T d_nu_new,
+                                const AdamCoeffs<T>& c, bool /*has_mu*/, T& d_g, T& d_mu,
+                                T& d_nu) {
+  adam_backward(g, mu_new, nu_new, d_out, d_mu_new, d_nu_new, c, d_g, d_mu, d_nu);
 }
 
 }  // namespace difopt_accel

@@ -1,8 +1,9 @@
 // The Python extension module difopt_accel._C.
 //
 // Importing it loads this shared library, whose static initializers register the
-// difopt_accel operators with PyTorch's dispatcher (see adam_cpu.cpp); the operators are then
-// reached through torch.ops.difopt_accel. The module itself only describes the build.
+// difopt_accel operators with PyTorch's dispatcher (schemas.cpp, and the kernels of
+// <op>_cpu.cpp and <op>_cuda.cpp); the operators are then reached through
+// torch.ops.difopt_accel. The module itself only describes the build.
 #include <pybind11/pybind11.h>
 
 #ifndef DIFOPT_ACCEL_WITH_CUDA

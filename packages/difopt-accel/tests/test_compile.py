@@ -1,24 +1,81 @@
-"""torch.compile traces the fused op (fake kernels, autograd) without graph breaks."""
+"""torch.compile traces the fused ops (fake kernels, autograd) without graph breaks."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import difopt_accel
 from _problems import SHAPES
 
+# A functional step: (params, grads, mu, nu, count) -> the same, updated.
 
-def _step(params, grads, mu, nu, count):
+
+def _adam_step(params, grads, mu, nu, count):
     count = count + 1
     params, mu, nu = difopt_accel.adam(grads, mu, nu, count, params=params, factor=-1e-2)
     return params, mu, nu, count
 
 
-def _step_inplace(params, grads, mu, nu, count):
+def _rms_step(params, grads, mu, nu, count):
+    params, mu, nu = difopt_accel.rms(grads, [], nu, params=params, factor=-1e-2)
+    return params, mu, nu, count
+
+
+def _rms_centered_step(params, grads, mu, nu, count):
+    params, mu, nu = difopt_accel.rms(grads, mu, nu, params=params, factor=-1e-2, centered=True)
+    return params, mu, nu, count
+
+
+def _trace_step(params, grads, mu, nu, count):
+    count = count + 1  # the first call is the first step: the buffer becomes the update
+    params, mu = difopt_accel.trace_op(grads, mu, count, params=params, factor=-1e-2)
+    return params, mu, nu, count
+
+
+def _trace_nesterov_step(params, grads, mu, nu, count):
+    count = count + 1
+    params, mu = difopt_accel.trace_op(
+        grads, mu, count, params=params, dampening=0.0, nesterov=True, factor=-1e-2
+    )
+    return params, mu, nu, count
+
+
+STEPS = {
+    "adam": _adam_step,
+    "rms": _rms_step,
+    "rms-centered": _rms_centered_step,
+    "trace": _trace_step,
+    "trace-nesterov": _trace_nesterov_step,
+}
+
+
+# An in-place step: (params, grads, mu, nu, count) -> params, updated in place.
+
+
+def _adam_inplace_step(params, grads, mu, nu, count):
     count.add_(1)
     difopt_accel.adam_(params, mu, nu, grads, count, factor=-1e-2)
     return params
+
+
+def _rms_inplace_step(params, grads, mu, nu, count):
+    difopt_accel.rms_(params, mu, nu, grads, factor=-1e-2, centered=True)
+    return params
+
+
+def _trace_inplace_step(params, grads, mu, nu, count):
+    count.add_(1)
+    difopt_accel.trace_(params, mu, grads, count, nesterov=True, factor=-1e-2)
+    return params
+
+
+INPLACE_STEPS = {
+    "adam_": _adam_inplace_step,
+    "rms_": _rms_inplace_step,
+    "trace_": _trace_inplace_step,
+}
 
 
 def _inputs(requires_grad: bool = False):
@@ -29,34 +86,43 @@ def _inputs(requires_grad: bool = False):
     return params, grads, mu, nu, torch.zeros((), dtype=torch.int64)
 
 
-def test_functional_step_has_no_graph_break() -> None:
-    explanation = torch._dynamo.explain(_step)(*_inputs())
+def _two_steps(step, params, grads, mu, nu, count):
+    params, mu, nu, count = step(params, grads, mu, nu, count)
+    return step(params, grads, mu, nu, count)
+
+
+def _flat(xs) -> list[torch.Tensor]:
+    return [x for item in xs for x in (item if isinstance(item, list) else [item])]
+
+
+@pytest.mark.parametrize("name", STEPS)
+def test_functional_step_has_no_graph_break(name: str) -> None:
+    explanation = torch._dynamo.explain(STEPS[name])(*_inputs())
     assert explanation.graph_break_count == 0
     assert explanation.graph_count == 1
 
 
-def test_compiled_functional_step_matches_eager() -> None:
+@pytest.mark.parametrize("name", STEPS)
+def test_compiled_functional_step_matches_eager(name: str) -> None:
     torch._dynamo.reset()
     counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(_step, backend=counter, fullgraph=True)
+    compiled = torch.compile(STEPS[name], backend=counter, fullgraph=True)
     args = _inputs()
-    eager = _step(*args)
-    traced = compiled(*args)
-    for a, b in zip(eager[:3], traced[:3]):
-        for x, y in zip(a, b):
-            torch.testing.assert_close(x, y, rtol=0, atol=0)
-    # the step counter is a tensor: a second step reuses the graph (no recompilation)
-    params, mu, nu, count = traced
-    again = compiled(params, args[1], mu, nu, count)
-    assert int(again[3]) == 2
+    eager = _two_steps(STEPS[name], *args)
+    traced = _two_steps(compiled, *args)
+    for x, y in zip(_flat(eager), _flat(traced)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    # the step counter is a tensor: the second step (a later one for trace) reuses the graph
+    assert int(traced[3]) == int(eager[3])
     assert counter.frame_count == 1
 
 
-def test_compiled_step_differentiates() -> None:
+@pytest.mark.parametrize("name", STEPS)
+def test_compiled_step_differentiates(name: str) -> None:
     torch._dynamo.reset()
 
     def loss(params, grads, mu, nu, count):
-        new_params, *_ = _step(params, grads, mu, nu, count)
+        new_params, *_ = _two_steps(STEPS[name], params, grads, mu, nu, count)
         return sum((p**2).sum() for p in new_params)
 
     compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
@@ -67,13 +133,14 @@ def test_compiled_step_differentiates() -> None:
         torch.testing.assert_close(x, y)
 
 
-def test_compiled_inplace_step_matches_eager() -> None:
+@pytest.mark.parametrize("name", INPLACE_STEPS)
+def test_compiled_inplace_step_matches_eager(name: str) -> None:
+    step = INPLACE_STEPS[name]
     torch._dynamo.reset()
-    compiled = torch.compile(_step_inplace, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
     a = _inputs()
     b = tuple([x.clone() for x in xs] if isinstance(xs, list) else xs.clone() for xs in a)
-    _step_inplace(*a)
+    step(*a)
     compiled(*b)
-    for xs, ys in zip(a, b):
-        for x, y in zip(xs if isinstance(xs, list) else [xs], ys if isinstance(ys, list) else [ys]):
-            torch.testing.assert_close(x, y, rtol=0, atol=0)
+    for x, y in zip(_flat(a), _flat(b)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)

@@ -1,12 +1,13 @@
 """The fused path computes what difopt's pure PyTorch path computes (the oracle).
 
-Every option of Adam/AdamW, 50 steps, float32: updates and states equal to 1e-6, through
-difopt's own entry points (``use_accelerated_op=True``) and through the transformation's
-``apply_scaled`` (the one-kernel classic step).
+Every option of Adam/AdamW, SGD (momentum) and RMSProp, 50 steps, float32: updates and states
+equal to 1e-6, through difopt's own entry points (``use_accelerated_op=True``), through the
+transformations' ``update`` and through their ``apply_scaled`` (the one-kernel classic step).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -17,10 +18,17 @@ import difopt
 import difopt_accel
 from _problems import (
     OPTIONS,
+    ROUNDING_SENSITIVE,
+    SGD_RMSPROP_OPTIONS,
+    TRANSFORMS,
     assert_trees_close,
+    classic_steps,
+    correctly_rounded_oracle,
+    functional_steps,
     grads_sequence,
     initial_params,
     leaves,
+    transform_pair,
 )
 
 DEVICE = "cpu"
@@ -35,20 +43,8 @@ def _no_fallback_warnings():
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_classic_optimizer_matches_pure(option: str) -> None:
-    alias, kwargs = OPTIONS[option]
-    classic = difopt.optim._forms.classic_class(alias)
-    pure_p = [torch.nn.Parameter(x) for x in initial_params(DEVICE, torch.float32)]
-    fused_p = [torch.nn.Parameter(x.detach().clone()) for x in pure_p]
-    pure = classic(pure_p, lr=1e-2, **kwargs)
-    fused = classic(fused_p, lr=1e-2, use_accelerated_op=True, **kwargs)
-    for grads in grads_sequence(DEVICE, torch.float32):
-        for ps in (pure_p, fused_p):
-            for p, g in zip(ps, grads):
-                p.grad = g.clone()
-        pure.step()
-        fused.step()
-        assert_trees_close(fused_p, pure_p)
-        assert_trees_close(fused.state_groups, pure.state_groups)
+    for fused, pure in classic_steps(*OPTIONS[option], DEVICE):
+        assert_trees_close(fused, pure)
 
 
 @pytest.mark.parametrize("moment_requires_grad", [False, True], ids=["moments", "moments-grad"])
@@ -56,18 +52,10 @@ def test_classic_optimizer_matches_pure(option: str) -> None:
 def test_functional_update_matches_pure(option: str, moment_requires_grad: bool) -> None:
     alias, kwargs = OPTIONS[option]
     kwargs = {**kwargs, "moment_requires_grad": moment_requires_grad}
-    pure = alias(1e-2, **kwargs)
-    fused = alias(1e-2, use_accelerated_op=True, **kwargs)
-    params = initial_params(DEVICE, torch.float32)
-    s_pure, s_fused = pure.init(params), fused.init(params)
-    for grads in grads_sequence(DEVICE, torch.float32):
-        u_pure, s_pure = pure.update(grads, s_pure, params=params, inplace=False)
-        u_fused, s_fused = fused.update(grads, s_fused, params=params, inplace=False)
-        assert_trees_close(u_fused, u_pure)
-        assert_trees_close(s_fused, s_pure)
-        params = [p + u for p, u in zip(params, u_pure)]
+    for fused, pure in functional_steps(alias, kwargs, DEVICE):
+        assert_trees_close(fused, pure)
     if moment_requires_grad:
-        assert all(x.requires_grad for x in leaves(s_fused[1].mu))
+        assert all(x.requires_grad for x in leaves(fused[1][1].mu))
 
 
 @pytest.mark.parametrize("eps_root", [0.0, 1e-6])
@@ -149,3 +137,158 @@ def test_unsupported_dtype_warns_once_and_falls_back() -> None:
     u_ref, _ = pure.update(params, pure.init(params), inplace=False)
     assert_trees_close(u, u_ref)
     assert t._difopt_apply(params, t.init(params), params=params, factor=-1.0, inplace=True) is None
+
+
+# ----------------------------------------------------------------------------- RMSProp, SGD
+
+
+def _mode(inplace: bool) -> contextlib.AbstractContextManager:
+    # In place is the classic optimizers' mode (no graph); out of place, the differentiable one.
+    return torch.no_grad() if inplace else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "functional"])
+@pytest.mark.parametrize("option", TRANSFORMS)
+def test_transformation_update_matches_pure(option: str, inplace: bool) -> None:
+    fused, pure = transform_pair(option)
+    params = initial_params(DEVICE, torch.float32)
+    s_fused, s_pure = fused.init(params), pure.init(params)
+    assert type(s_fused) is type(s_pure)
+    with _mode(inplace):
+        for grads in grads_sequence(DEVICE, torch.float32):
+            # with inplace=True an update may write into the incoming updates: one copy each
+            u_fused, s_fused = fused.update([g.clone() for g in grads], s_fused, inplace=inplace)
+            u_pure, s_pure = pure.update([g.clone() for g in grads], s_pure, inplace=inplace)
+            assert_trees_close(u_fused, u_pure)
+            assert_trees_close(s_fused, s_pure)
+
+
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "functional"])
+@pytest.mark.parametrize("option", TRANSFORMS)
+def test_transformation_apply_scaled_matches_pure(option: str, inplace: bool) -> None:
+    fused, pure = transform_pair(option)
+    p_fused = initial_params(DEVICE, torch.float32)
+    p_pure = [x.clone() for x in p_fused]
+    s_fused, s_pure = fused.init(p_fused), pure.init(p_pure)
+    with _mode(inplace):
+        for grads in grads_sequence(DEVICE, torch.float32):
+            out = fused._difopt_apply(
+                [g.clone() for g in grads], s_fused, params=p_fused, factor=-1e-2, inplace=inplace
+            )
+            assert out is not None
+            new_params, s_fused = out
+            assert (new_params[0] is p_fused[0]) == inplace  # in place: into the parameters
+            p_fused = new_params
+            updates, s_pure = pure.update([g.clone() for g in grads], s_pure, inplace=inplace)
+            p_pure = [p + -1e-2 * u for p, u in zip(p_pure, updates)]
+            assert_trees_close(p_fused, p_pure)
+            assert_trees_close(s_fused, s_pure)
+
+
+@pytest.mark.parametrize("option", ["rms", "stddev", "trace", "trace-nesterov"])
+def test_rms_and_trace_states_are_interchangeable_with_the_pure_ones(option: str) -> None:
+    params = initial_params(DEVICE, torch.float32)
+    fused, pure = transform_pair(option)
+    state, reference = fused.init(params), pure.init(params)
+    for k, g in enumerate(grads_sequence(DEVICE, torch.float32, steps=6)):
+        t = fused if k % 2 else pure  # alternate implementations on one state
+        u, state = t.update(g, state, inplace=False)
+        u_ref, reference = pure.update(g, reference, inplace=False)
+        assert_trees_close(u, u_ref)
+        assert_trees_close(state, reference)
+
+
+@pytest.mark.parametrize("option", SGD_RMSPROP_OPTIONS)
+def test_sgd_rmsprop_classic_optimizer_matches_pure(
+    option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    correctly_rounded_oracle(option, monkeypatch)
+    for fused, pure in classic_steps(*SGD_RMSPROP_OPTIONS[option], DEVICE):
+        assert_trees_close(fused, pure)
+
+
+@pytest.mark.parametrize("option", sorted(ROUNDING_SENSITIVE))
+def test_rms_then_momentum_matches_the_unmodified_pure_path(option: str) -> None:
+    for (fused_p, fused_s), (pure_p, pure_s) in classic_steps(*SGD_RMSPROP_OPTIONS[option], DEVICE):
+        assert_trees_close(fused_p, pure_p)
+        assert_trees_close(fused_s, pure_s, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("option", SGD_RMSPROP_OPTIONS)
+def test_sgd_rmsprop_functional_update_matches_pure(
+    option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    correctly_rounded_oracle(option, monkeypatch)
+    alias, kwargs = SGD_RMSPROP_OPTIONS[option]
+    if alias is difopt.sgd:
+        kwargs = {**kwargs, "moment_requires_grad": True}
+    for fused, pure in functional_steps(alias, kwargs, DEVICE):
+        assert_trees_close(fused, pure)
+    if alias is difopt.sgd:
+        assert all(x.requires_grad for x in leaves(fused[1][1].trace))
+
+
+@pytest.mark.parametrize("option", SGD_RMSPROP_OPTIONS)
+def test_sgd_rmsprop_meta_optimizer_matches_pure(option: str) -> None:
+    # float64: float32 meta-gradients through centered RMSProp are ill-conditioned (the
+    # variance nu - mu^2 cancels), for the pure path as much as for the fused one.
+    alias, kwargs = SGD_RMSPROP_OPTIONS[option]
+    meta = difopt.optim._forms.meta_class(alias)
+    base = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    base = base.double()
+    x, xq = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    results = {}
+    for kind, accelerated in (("pure", False), ("fused", True)):
+        net = copy.deepcopy(base)
+        initial = list(net.parameters())
+        opt = meta(net, lr=1e-2, use_accelerated_op=accelerated, **kwargs)
+        for _ in range(5):
+            opt.step(net(x).pow(2).mean())
+        meta_grad = torch.autograd.grad(net(xq).sum(), initial)
+        results[kind] = (list(net.parameters()), meta_grad, opt.state_groups)
+    for fused, pure in zip(results["fused"], results["pure"]):
+        assert_trees_close(fused, pure, rtol=1e-9, atol=1e-12)
+    assert all(torch.isfinite(g).all() for g in results["fused"][1])
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("sgd-momentum", [("trace_", True)]),
+        ("rmsprop", [("rms_", True)]),
+        ("rmsprop-momentum", [("rms_", False), ("trace_", True)]),
+    ],
+)
+def test_classic_step_folds_the_learning_rate_into_the_last_op(
+    option: str, expected: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    for name in ("rms_", "trace_"):
+        real = getattr(difopt_accel._ops, name)
+
+        def spy(*args, _name=name, _real=real, **kwargs):
+            calls.append((_name, kwargs.get("accumulate")))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(difopt_accel._ops, name, spy)
+    alias, kwargs = SGD_RMSPROP_OPTIONS[option]
+    ps = [torch.nn.Parameter(x) for x in initial_params(DEVICE, torch.float32)]
+    opt = difopt.optim._forms.classic_class(alias)(ps, lr=1e-2, use_accelerated_op=True, **kwargs)
+    for p in ps:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert calls == expected  # one call per op; the last writes straight into the parameters
+
+
+@pytest.mark.parametrize("option", ["rms", "stddev", "trace"])
+def test_rms_trace_unsupported_dtype_warns_once_and_falls_back(option: str) -> None:
+    params = [torch.randn(3, dtype=torch.bfloat16)]
+    fused, pure = transform_pair(option)
+    with pytest.warns(difopt.registry.PluginWarning, match="not used"):
+        u, _ = fused.update(params, fused.init(params), inplace=False)
+    u_ref, _ = pure.update(params, pure.init(params), inplace=False)
+    assert_trees_close(u, u_ref)
+    assert (
+        fused._difopt_apply(params, fused.init(params), params=params, factor=-1.0, inplace=True)
+        is None
+    )

@@ -29,7 +29,11 @@ def test_plugin_api_major_version_matches_core() -> None:
 
 def test_every_declared_entry_point_loads() -> None:
     declared = [ep for ep in md.distribution(DIST).entry_points if ep.group in registry.GROUPS]
-    assert {(ep.group, ep.name) for ep in declared} == {("difopt.ops", "adam")}
+    assert {(ep.group, ep.name) for ep in declared} == {
+        ("difopt.ops", "adam"),
+        ("difopt.ops", "rmsprop"),
+        ("difopt.ops", "sgd"),
+    }
     for ep in declared:
         assert registry.load(ep.group, ep.name) is difopt_accel.ops
     assert {(p.group, p.name) for p in difopt.plugins() if p.distribution == DIST} == {
@@ -37,13 +41,29 @@ def test_every_declared_entry_point_loads() -> None:
     }
 
 
-def test_provider_contract() -> None:
-    provider = registry.op_provider("adam")
+# entry point -> the factories core calls on it, with the pure transformation's arguments
+PROVIDED = {
+    "adam": [("scale_by_adam", (0.9, 0.999, 1e-8, 0.0, False))],
+    "rmsprop": [("scale_by_rms", (0.9, 1e-8, 0.0)), ("scale_by_stddev", (0.9, 1e-8, 0.0))],
+    "sgd": [("trace", (0.9, 0.0, False, False))],
+}
+
+
+@pytest.mark.parametrize("op", PROVIDED)
+def test_provider_contract(op: str) -> None:
+    provider = registry.op_provider(op)
     assert provider is difopt_accel.ops
     assert provider.is_available(torch.device("cpu"))
-    t = provider.scale_by_adam(0.9, 0.999, 1e-8, 0.0, False)
-    assert isinstance(t, difopt.base.GradientTransformation)
-    assert t._difopt_apply is not None  # offers apply_scaled
+    for method, args in PROVIDED[op]:
+        t = getattr(provider, method)(*args)
+        assert isinstance(t, difopt.base.GradientTransformation)
+        assert t._difopt_apply is not None  # offers apply_scaled
+        assert t == getattr(difopt_accel, method)(*args)
+
+
+def test_former_provider_class_name() -> None:
+    assert difopt_accel.AdamOps is difopt_accel.FusedOps
+    assert isinstance(difopt_accel.ops, difopt_accel.AdamOps)
 
 
 @pytest.mark.parametrize("name", difopt_accel.__all__)
@@ -69,17 +89,37 @@ def test_build_matches_the_installed_torch() -> None:
     assert difopt_accel._ops._C.WITH_OPENMP
 
 
-def test_transformation_reprs_compares_and_pickles() -> None:
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shown"),
+    [
+        ("scale_by_adam", {"b1": 0.8}, "scale_by_adam(b1=0.8"),
+        ("scale_by_rms", {"alpha": 0.8}, "scale_by_rms(alpha=0.8"),
+        ("scale_by_stddev", {"alpha": 0.8}, "scale_by_stddev(alpha=0.8"),
+        ("trace", {"momentum": 0.8}, "trace(momentum=0.8"),
+    ],
+)
+def test_transformation_reprs_compares_and_pickles(name: str, kwargs: dict, shown: str) -> None:
     import pickle
 
-    t = difopt_accel.scale_by_adam(b1=0.8)
-    assert "scale_by_adam(b1=0.8" in repr(t)
-    assert t == difopt_accel.scale_by_adam(b1=0.8)
+    t = getattr(difopt_accel, name)(**kwargs)
+    assert shown in repr(t)
+    assert t == getattr(difopt_accel, name)(**kwargs)
     assert pickle.loads(pickle.dumps(t)) == t
 
 
-def test_bad_hyper_parameters_are_rejected_by_name() -> None:
-    with pytest.raises(ValueError, match="b1"):
-        difopt_accel.scale_by_adam(b1=1.5)
-    with pytest.raises(ValueError, match="eps_root"):
-        difopt_accel.scale_by_adam(eps_root=-1.0)
+@pytest.mark.parametrize(
+    ("name", "kwargs", "argument"),
+    [
+        ("scale_by_adam", {"b1": 1.5}, "b1"),
+        ("scale_by_adam", {"eps_root": -1.0}, "eps_root"),
+        ("scale_by_rms", {"alpha": 1.5}, "alpha"),
+        ("scale_by_rms", {"eps": -1.0}, "eps"),
+        ("scale_by_stddev", {"initial_scale": -1.0}, "initial_scale"),
+        ("trace", {"momentum": -0.1}, "momentum"),
+        ("trace", {"dampening": 2.0}, "dampening"),
+        ("trace", {"nesterov": True, "dampening": 0.5}, "nesterov"),
+    ],
+)
+def test_bad_hyper_parameters_are_rejected_by_name(name: str, kwargs: dict, argument: str) -> None:
+    with pytest.raises(ValueError, match=argument):
+        getattr(difopt_accel, name)(**kwargs)

@@ -1,12 +1,22 @@
 """difopt-accel: fused native optimizer kernels for difopt (C++/OpenMP and CUDA).
 
-The kernels are PyTorch operators (``torch.ops.difopt_accel.adam``, ``adam_``,
-``adam_backward``) registered with ``TORCH_LIBRARY``, with fake kernels for ``torch.compile``
-and an exact autograd formula. One call updates a whole list of tensors.
+The kernels are PyTorch operators registered with ``TORCH_LIBRARY``, with fake kernels for
+``torch.compile`` and an exact autograd formula; one call updates a whole list of tensors:
 
-difopt finds this package through its ``difopt.ops`` entry point: ``difopt.adam(...,
-use_accelerated_op=True)`` (and ``difopt.Adam``, ``difopt.MetaAdam``, AdamW alike) then runs the
-fused op; ``difopt.accelerated_op_available(device)`` says where it can.
+- Adam: ``torch.ops.difopt_accel.adam``, ``adam_``, ``adam_backward`` (wrappers :func:`adam`,
+  :func:`adam_`, :func:`adam_backward`);
+- RMSProp, uncentered and centered: ``rms``, ``rms_``, ``rms_backward`` (:func:`rms`,
+  :func:`rms_`, :func:`rms_backward`);
+- heavy-ball momentum: ``trace``, ``trace_``, ``trace_backward`` (:func:`trace_op`,
+  :func:`trace_`, :func:`trace_backward`).
+
+The transformations :func:`scale_by_adam`, :func:`scale_by_rms`, :func:`scale_by_stddev` and
+:func:`trace` are difopt's pure transformations of those names computed by the ops.
+
+difopt finds this package through its ``difopt.ops`` entry points (``adam``, ``rmsprop``,
+``sgd``): ``use_accelerated_op=True`` in ``difopt.adam``/``adamw``, ``difopt.rmsprop`` and
+``difopt.sgd`` (and their classic and meta classes) then runs the fused ops;
+``difopt.accelerated_op_available(device)`` says where they can.
 
 Examples:
     >>> import torch, difopt, difopt_accel
@@ -22,8 +32,27 @@ Examples:
     tensor([0.9000, 0.9000, 0.9000])
 """
 
-from difopt_accel._ops import adam, adam_, adam_backward
-from difopt_accel._transform import AdamOps, is_available, ops, scale_by_adam
+from difopt_accel._ops import (
+    adam,
+    adam_,
+    adam_backward,
+    rms,
+    rms_,
+    rms_backward,
+    trace_,
+    trace_backward,
+    trace_op,
+)
+from difopt_accel._transform import (
+    AdamOps,
+    FusedOps,
+    is_available,
+    ops,
+    scale_by_adam,
+    scale_by_rms,
+    scale_by_stddev,
+    trace,
+)
 
 __version__ = "0.1.0"
 
@@ -33,11 +62,21 @@ DIFOPT_PLUGIN_API = "1.0"
 __all__ = [
     "DIFOPT_PLUGIN_API",
     "AdamOps",
+    "FusedOps",
     "__version__",
     "adam",
     "adam_",
     "adam_backward",
     "is_available",
     "ops",
+    "rms",
+    "rms_",
+    "rms_backward",
     "scale_by_adam",
+    "scale_by_rms",
+    "scale_by_stddev",
+    "trace",
+    "trace_",
+    "trace_backward",
+    "trace_op",
 ]

@@ -1,18 +1,25 @@
-"""``scale_by_adam`` on the fused op, and the ``difopt.ops`` provider object.
+"""Transformations on the fused ops, and the ``difopt.ops`` provider object.
 
-The transformation keeps exactly the state of :func:`difopt.transform.scale_by_adam`
-(``ScaleByAdamState(mu, nu, count)``, ``count`` a 0-d int64 CPU tensor), so the two are
-interchangeable mid-training, and computes the same values. Its ``update`` is one fused
-kernel call for the whole list of tensors; its ``apply_scaled`` (see
-:class:`difopt.base.FusedApplyTransformation`) also folds the learning-rate step into the
-parameters, so a classic optimizer step is a single kernel call. Where the op cannot run
-(unsupported device or dtype, non-contiguous state, inside ``torch.func`` transforms) it
-warns once and runs the pure PyTorch transformation instead.
+Each transformation here takes exactly the arguments of its pure counterpart in
+:mod:`difopt.transform` and keeps exactly its state (the same NamedTuple, a step ``count`` as a
+0-d int64 CPU tensor where the pure one has it), so the two are interchangeable mid-training,
+and computes the same values:
+
+- :func:`scale_by_adam` (op ``adam``),
+- :func:`scale_by_rms` and :func:`scale_by_stddev` (op ``rms``, uncentered and centered),
+- :func:`trace` (op ``trace``, heavy-ball momentum).
+
+Their ``update`` is one fused kernel call for the whole list of tensors: in place (the state
+is written) with ``inplace=True`` and no autograd graph to keep, otherwise the functional,
+differentiable op. Their ``apply_scaled`` (see :class:`difopt.base.FusedApplyTransformation`)
+also folds the learning-rate step into the parameters, so a classic optimizer step is a single
+kernel call. Where an op cannot run (unsupported device or dtype, non-contiguous state, inside
+``torch.func`` transforms) the transformation warns once and runs the pure one instead.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import optree
 import torch
@@ -21,19 +28,30 @@ from difopt import registry
 from difopt import transform as pure_transforms
 from difopt.base import FusedApplyTransformation, GradientTransformation, transformation
 from difopt.pytree import NAMESPACE
-from difopt.transform import ScaleByAdamState
+from difopt.transform import ScaleByAdamState, ScaleByRmsState, ScaleByRStdDevState, TraceState
 from difopt_accel import _ops
 
-__all__ = ["AdamOps", "is_available", "ops", "scale_by_adam"]
+__all__ = [
+    "AdamOps",
+    "FusedOps",
+    "is_available",
+    "ops",
+    "scale_by_adam",
+    "scale_by_rms",
+    "scale_by_stddev",
+    "trace",
+]
 
 _DTYPES = {
     "cpu": (torch.float32, torch.float64),
     "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
 }
 
+Tensors = list[torch.Tensor]
+
 
 def is_available(device: Any = None) -> bool:
-    """Whether the fused Adam op can run on ``device`` (default: the CPU).
+    """Whether the fused ops can run on ``device`` (default: the CPU).
 
     Args:
         device: a ``torch.device`` or its string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
@@ -47,10 +65,13 @@ def is_available(device: Any = None) -> bool:
     return _ops.has_kernel(dev.type)
 
 
+# ----------------------------------------------------------------------------- shared logic
+
+
 def _why_not_fusable(
-    grads: Sequence[Any], mu: Sequence[Any], nu: Sequence[Any], params: Sequence[Any] | None
+    grads: Sequence[Any], states: Sequence[Sequence[Any]], params: Sequence[Any] | None
 ) -> str | None:
-    """None when the fused op accepts these lists, else why not (for a one-time warning)."""
+    """None when a fused op accepts these lists, else why not (for a one-time warning)."""
     if not grads:
         return "empty"
     if torch._C._are_functorch_transforms_active():
@@ -62,13 +83,13 @@ def _why_not_fusable(
     if not is_available(device):
         return f"the fused op is not available for device {device}"
     dtypes = _DTYPES[device.type]
-    lists = (grads, mu, nu) if params is None else (grads, mu, nu, params)
-    if any(len(xs) != len(grads) for xs in lists):
+    others = [*states, *([] if params is None else [params])]
+    if any(len(xs) != len(grads) for xs in others):
         return "state and updates differ in length"
     for i, g in enumerate(grads):
         if not torch.is_tensor(g) or g.device != device or g.dtype not in dtypes:
             return f"tensor dtype/device {getattr(g, 'dtype', None)}/{getattr(g, 'device', None)} is not supported"
-        for xs in lists[1:]:
+        for xs in others:
             x = xs[i]
             if not torch.is_tensor(x) or x.dtype != g.dtype or x.device != device:
                 return "state or parameters differ in dtype or device from the updates"
@@ -77,11 +98,11 @@ def _why_not_fusable(
     return None
 
 
-def _fallback_warning(reason: str) -> None:
+def _fallback_warning(op: str, reason: str) -> None:
     if reason != "empty":
         registry.warn_once(
-            f"difopt-accel-fallback:{reason}",
-            f"difopt-accel: the fused Adam op is not used ({reason}); using the pure PyTorch "
+            f"difopt-accel-fallback:{op}:{reason}",
+            f"difopt-accel: the fused {op} op is not used ({reason}); using the pure PyTorch "
             "implementation, which computes the same values.",
         )
 
@@ -90,8 +111,82 @@ def _on_graph(*lists: Sequence[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and any(x.requires_grad for xs in lists for x in xs)
 
 
-def _contiguous(xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def _contiguous(xs: Sequence[torch.Tensor]) -> Tensors:
     return [x if x.is_contiguous() else x.contiguous() for x in xs]
+
+
+class _Kernel(NamedTuple):
+    """How a transformation runs on its fused op.
+
+    ``fields`` are the state's tensor trees the op reads and writes, in the op's order; a
+    state with a ``count`` field passes the step number ``count + 1`` to the op.
+    ``inplace(out, states, grads, step, factor, accumulate)`` calls the in-place op;
+    ``functional(grads, states, params, step, factor) -> (out, *new_states)`` the functional
+    one (``params`` empty: ``out`` is ``factor * direction``).
+    """
+
+    op: str
+    state_type: Callable[..., Any]
+    fields: tuple[str, ...]
+    inplace: Callable[[Tensors, list[Tensors], Tensors, Any, float, bool], None]
+    functional: Callable[[Tensors, list[Tensors], Tensors, Any, float], Sequence[Tensors]]
+
+
+def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransformation:
+    """``pure`` computed by ``kernel``'s op, with the pure transformation as the fallback."""
+    counted = "count" in getattr(kernel.state_type, "_fields", ())
+
+    def run(
+        gs: Sequence[torch.Tensor],
+        spec: Any,
+        states: list[Tensors],
+        state: Any,
+        params: Tensors | None,
+        factor: float,
+        inplace: bool,
+    ) -> tuple[Tensors, Any]:
+        gs = _contiguous(gs)
+        count = state.count if counted else None
+        step = None if count is None else count + 1
+        if inplace and not _on_graph(gs, *states, params or []):
+            out = params if params is not None else [torch.empty_like(g) for g in gs]
+            kernel.inplace(out, states, gs, step, factor, params is not None)
+            if count is not None:
+                count.add_(1)
+            return list(out), state
+        out, *new_states = kernel.functional(gs, states, params or [], step, factor)
+        trees = {f: optree.tree_unflatten(spec, xs) for f, xs in zip(kernel.fields, new_states)}
+        return out, kernel.state_type(**trees, **({"count": step} if counted else {}))
+
+    def leaves(state: Any) -> list[Tensors]:
+        return [optree.tree_leaves(getattr(state, f), namespace=NAMESPACE) for f in kernel.fields]
+
+    def update(
+        updates: Any, state: Any, *, params: Any = None, inplace: bool = True
+    ) -> tuple[Any, Any]:
+        gs, spec = optree.tree_flatten(updates, namespace=NAMESPACE)
+        states = leaves(state)
+        reason = _why_not_fusable(gs, states, None)
+        if reason is not None:
+            _fallback_warning(kernel.op, reason)
+            return pure.update(updates, state, params=params, inplace=inplace)
+        out, new_state = run(gs, spec, states, state, None, 1.0, inplace)
+        return optree.tree_unflatten(spec, out), new_state
+
+    def apply_scaled(
+        updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
+    ) -> tuple[Tensors, Any] | None:
+        gs, spec = optree.tree_flatten(updates, namespace=NAMESPACE)
+        ps = optree.tree_leaves(params, namespace=NAMESPACE)
+        states = leaves(state)
+        if _why_not_fusable(gs, states, ps) is not None:
+            return None  # the caller falls back to update(), which warns
+        return run(gs, spec, states, state, ps, factor, inplace)
+
+    return FusedApplyTransformation(pure.init, update, apply_scaled)
+
+
+# ----------------------------------------------------------------------------- transformations
 
 
 @transformation
@@ -128,93 +223,165 @@ def scale_by_adam(
         tensor([-0.1000, -0.1000, -0.1000])
     """
     pure = pure_transforms.scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
+    kernel = _Kernel(
+        "Adam",
+        ScaleByAdamState,
+        ("mu", "nu"),
+        inplace=lambda out, s, gs, step, factor, acc: _ops.adam_(
+            out, s[0], s[1], gs, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, factor=factor,
+            accumulate=acc,
+        ),
+        functional=lambda gs, s, ps, step, factor: _ops.adam(
+            gs, s[0], s[1], step, params=ps, b1=b1, b2=b2, eps=eps, eps_root=eps_root, factor=factor
+        ),
+    )  # fmt: skip
+    return _fused(pure, kernel)
 
-    def init(params: Any) -> ScaleByAdamState:
-        return pure.init(params)
 
-    def update(
-        updates: Any, state: Any, *, params: Any = None, inplace: bool = True
-    ) -> tuple[Any, ScaleByAdamState]:
-        gs, spec = optree.tree_flatten(updates, namespace=NAMESPACE)
-        mu = optree.tree_leaves(state.mu, namespace=NAMESPACE)
-        nu = optree.tree_leaves(state.nu, namespace=NAMESPACE)
-        reason = _why_not_fusable(gs, mu, nu, None)
-        if reason is not None:
-            _fallback_warning(reason)
-            return pure.update(updates, state, params=params, inplace=inplace)
-        gs = _contiguous(gs)
-        count = state.count
-        step = count + 1
-        if inplace and not _on_graph(gs, mu, nu):
-            out = [torch.empty_like(g) for g in gs]
-            _ops.adam_(
-                out,
-                mu,
-                nu,
-                gs,
-                step,
-                factor=1.0,
-                accumulate=False,
-                b1=b1,
-                b2=b2,
-                eps=eps,
-                eps_root=eps_root,
-            )
-            count.add_(1)
-            new_state = state
-        else:
-            out, mu_new, nu_new = _ops.adam(
-                gs, mu, nu, step, factor=1.0, b1=b1, b2=b2, eps=eps, eps_root=eps_root
-            )
-            new_state = ScaleByAdamState(
-                optree.tree_unflatten(spec, mu_new), optree.tree_unflatten(spec, nu_new), step
-            )
-        return optree.tree_unflatten(spec, out), new_state
+def _rms_kernel(alpha: float, eps: float, centered: bool) -> _Kernel:
+    """The kernel of scale_by_stddev (``centered``, state fields mu and nu) or scale_by_rms
+    (nu alone: the op then takes and returns an empty ``mu``)."""
 
-    def apply_scaled(
-        updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
-    ) -> tuple[list[torch.Tensor], ScaleByAdamState] | None:
-        gs, spec = optree.tree_flatten(updates, namespace=NAMESPACE)
-        ps = optree.tree_leaves(params, namespace=NAMESPACE)
-        mu = optree.tree_leaves(state.mu, namespace=NAMESPACE)
-        nu = optree.tree_leaves(state.nu, namespace=NAMESPACE)
-        if _why_not_fusable(gs, mu, nu, ps) is not None:
-            return None  # the caller falls back to update(), which warns
-        gs = _contiguous(gs)
-        count = state.count
-        step = count + 1
-        if inplace and not _on_graph(gs, mu, nu, ps):
-            _ops.adam_(
-                ps,
-                mu,
-                nu,
-                gs,
-                step,
-                factor=factor,
-                accumulate=True,
-                b1=b1,
-                b2=b2,
-                eps=eps,
-                eps_root=eps_root,
-            )
-            count.add_(1)
-            return list(ps), state
-        new_params, mu_new, nu_new = _ops.adam(
-            gs, mu, nu, step, params=ps, factor=factor, b1=b1, b2=b2, eps=eps, eps_root=eps_root
+    def moments(states: list[Tensors]) -> tuple[Tensors, Tensors]:
+        return (states[0], states[1]) if centered else ([], states[0])
+
+    def functional(
+        gs: Tensors, states: list[Tensors], ps: Tensors, step: Any, factor: float
+    ) -> Sequence[Tensors]:
+        out, mu, nu = _ops.rms(
+            gs, *moments(states), params=ps, alpha=alpha, eps=eps, factor=factor, centered=centered
         )
-        new_state = ScaleByAdamState(
-            optree.tree_unflatten(spec, mu_new), optree.tree_unflatten(spec, nu_new), step
-        )
-        return new_params, new_state
+        return (out, mu, nu) if centered else (out, nu)
 
-    return FusedApplyTransformation(init, update, apply_scaled)
+    return _Kernel(
+        "RMSProp (centered)" if centered else "RMSProp",
+        ScaleByRStdDevState if centered else ScaleByRmsState,
+        ("mu", "nu") if centered else ("nu",),
+        inplace=lambda out, s, gs, step, factor, acc: _ops.rms_(
+            out, *moments(s), gs, alpha=alpha, eps=eps, factor=factor, centered=centered,
+            accumulate=acc,
+        ),
+        functional=functional,
+    )  # fmt: skip
 
 
-class AdamOps:
-    """The ``difopt.ops`` provider of the fused Adam op (entry point ``adam``).
+@transformation
+def scale_by_rms(
+    alpha: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0
+) -> GradientTransformation:
+    """:func:`difopt.transform.scale_by_rms` (uncentered RMSProp) computed by the fused op.
 
-    difopt-core's ``scale_by_accelerated_adam`` (``use_accelerated_op=True``) asks the registry
-    for this object and calls :meth:`is_available` and :meth:`scale_by_adam`.
+    Same arguments, state (``ScaleByRmsState(nu)``) and values as the pure transformation:
+    ``nu = alpha nu + (1 - alpha) g^2`` and the output ``g / (sqrt(nu) + eps)``. With
+    ``inplace=True`` and no autograd graph to keep, ``nu`` is updated in place by one kernel
+    call; otherwise the step is one differentiable op call whose backward is exact.
+
+    Args:
+        alpha: decay rate of the running mean square, in ``[0, 1]``.
+        eps: term added to the root.
+        initial_scale: initial value of the running mean square.
+
+    Returns:
+        A :class:`difopt.base.FusedApplyTransformation`.
+
+    Examples:
+        >>> import torch, difopt_accel
+        >>> t = difopt_accel.scale_by_rms(alpha=0.75, eps=0.0)
+        >>> g = torch.full((3,), 2.0)
+        >>> updates, state = t.update(g, t.init(g))
+        >>> updates, state.nu
+        (tensor([2., 2., 2.]), tensor([1., 1., 1.]))
+    """
+    pure = pure_transforms.scale_by_rms(alpha, eps, initial_scale)
+    return _fused(pure, _rms_kernel(alpha, eps, centered=False))
+
+
+@transformation
+def scale_by_stddev(
+    alpha: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0
+) -> GradientTransformation:
+    """:func:`difopt.transform.scale_by_stddev` (centered RMSProp) computed by the fused op.
+
+    Same arguments, state (``ScaleByRStdDevState(mu, nu)``) and values as the pure
+    transformation: ``mu = lerp(mu, g, 1 - alpha)``, ``nu = alpha nu + (1 - alpha) g^2`` and
+    the output ``g / (sqrt(nu - mu^2) + eps)``. Arguments, return value, in-place and
+    differentiable modes as for :func:`scale_by_rms`.
+
+    Examples:
+        >>> import torch, difopt_accel
+        >>> t = difopt_accel.scale_by_stddev(alpha=0.5, eps=0.0)
+        >>> g = torch.full((3,), 2.0)
+        >>> updates, state = t.update(g, t.init(g))  # mu = 1, nu = 2: g / sqrt(2 - 1)
+        >>> updates
+        tensor([2., 2., 2.])
+    """
+    pure = pure_transforms.scale_by_stddev(alpha, eps, initial_scale)
+    return _fused(pure, _rms_kernel(alpha, eps, centered=True))
+
+
+@transformation
+def trace(
+    momentum: float = 0.9,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """:func:`difopt.transform.trace` (heavy-ball momentum) computed by the fused op.
+
+    Same arguments, state (``TraceState(trace, count)``) and values as the pure
+    transformation: the buffer starts as the first update, then
+    ``buf = momentum buf + (1 - dampening) g``; the output is ``buf``, or
+    ``g + momentum buf`` with ``nesterov``. With ``inplace=True`` and no autograd graph to
+    keep, the buffer and step count are updated in place by one kernel call; otherwise the step
+    is one differentiable op call whose backward is exact. (The op itself is
+    :func:`difopt_accel.trace_op`.)
+
+    Args:
+        momentum: the momentum coefficient.
+        dampening: dampening of the update added to the buffer.
+        nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+        moment_requires_grad: create the buffer with ``requires_grad=True``.
+
+    Returns:
+        A :class:`difopt.base.FusedApplyTransformation`.
+
+    Examples:
+        >>> import torch, difopt, difopt_accel
+        >>> t = difopt_accel.trace(momentum=0.5)
+        >>> g = torch.ones(3)
+        >>> state = t.init(g)
+        >>> _, state = t.update(g, state)  # the first step: buf = g
+        >>> updates, state = t.update(g, state)  # 0.5 * 1 + 1
+        >>> updates, int(state.count)
+        (tensor([1.5000, 1.5000, 1.5000]), 2)
+    """
+    pure = pure_transforms.trace(momentum, dampening, nesterov, moment_requires_grad)
+    kernel = _Kernel(
+        "momentum (trace)",
+        TraceState,
+        ("trace",),
+        inplace=lambda out, s, gs, step, factor, acc: _ops.trace_(
+            out, s[0], gs, step, momentum=momentum, dampening=dampening, nesterov=nesterov,
+            factor=factor, accumulate=acc,
+        ),
+        functional=lambda gs, s, ps, step, factor: _ops.trace_op(
+            gs, s[0], step, params=ps, momentum=momentum, dampening=dampening, nesterov=nesterov,
+            factor=factor,
+        ),
+    )  # fmt: skip
+    return _fused(pure, kernel)
+
+
+# ----------------------------------------------------------------------------- provider
+
+
+class FusedOps:
+    """The ``difopt.ops`` provider of the fused ops (entry points ``adam``, ``rmsprop``,
+    ``sgd``, all three this one object).
+
+    difopt-core's accelerated transformations (``use_accelerated_op=True``) ask the registry
+    for it and call :meth:`is_available` and the factory of the transformation they replace,
+    with the pure transformation's arguments.
     """
 
     DIFOPT_PLUGIN_API = "1.0"
@@ -234,8 +401,33 @@ class AdamOps:
         """See :func:`difopt_accel.scale_by_adam`."""
         return scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
 
+    def scale_by_rms(
+        self, alpha: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0
+    ) -> GradientTransformation:
+        """See :func:`difopt_accel.scale_by_rms`."""
+        return scale_by_rms(alpha, eps, initial_scale)
+
+    def scale_by_stddev(
+        self, alpha: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0
+    ) -> GradientTransformation:
+        """See :func:`difopt_accel.scale_by_stddev`."""
+        return scale_by_stddev(alpha, eps, initial_scale)
+
+    def trace(
+        self,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        moment_requires_grad: bool = False,
+    ) -> GradientTransformation:
+        """See :func:`difopt_accel.trace`."""
+        return trace(momentum, dampening, nesterov, moment_requires_grad)
+
     def __repr__(self) -> str:
         return "difopt_accel.ops"
 
 
-ops = AdamOps()
+# The former name of FusedOps, when it provided Adam alone.
+AdamOps = FusedOps
+
+ops = FusedOps()
