@@ -44,7 +44,7 @@ CORE = "difopt-core"
 NATIVE = {"difopt-accel": ("scikit-build-core", "pybind11", "cmake", "ninja")}
 
 # Python files outside packages/, linted by ``lint_repo``.
-REPO_PYTHON = ("noxfile.py", "docs", "benchmarks", "examples")
+REPO_PYTHON = ("noxfile.py", "docs", "benchmarks", "examples", "compat")
 
 
 def _pip(session: nox.Session, *args: str) -> None:
@@ -209,11 +209,85 @@ def template(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
-    """Everything CI checks: lint, typecheck and tests of every package, and the template."""
+    """Everything CI checks: lint, typecheck and tests of every package, the template, and
+    TorchOpt 0.7.3's own test suite run against difopt."""
     for package in PACKAGES:
         session.notify(f"check(package='{package}')")
     session.notify("lint_repo")
     session.notify("template")
+    session.notify("torchopt_tests")
+
+
+# TorchOpt's sdist on PyPI, whose tests/ folder the torchopt_tests session runs against difopt.
+TORCHOPT_SDIST = ("torchopt", "0.7.3")
+
+
+def _fetch_torchopt_tests(session: nox.Session, dest: pathlib.Path) -> None:
+    """Download TorchOpt's sdist with pip (no build, no dependencies) and extract tests/."""
+    import tarfile
+
+    name, version = TORCHOPT_SDIST
+    download = dest.parent / "sdist"
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--no-build-isolation",  # metadata from setup.py with the session's setuptools
+        "--dest",
+        str(download),
+        f"{name}=={version}",
+    )
+    (archive,) = download.glob(f"{name}-{version}.tar.gz")
+    prefix = f"{name}-{version}/tests/"
+    with tarfile.open(archive, mode="r:gz") as tar:
+        for member in tar.getmembers():
+            rest = member.name[len(prefix) :]
+            if member.isfile() and member.name.startswith(prefix) and "/" not in rest:
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                (dest / rest).write_bytes(extracted.read())
+
+
+@nox.session
+def torchopt_tests(session: nox.Session) -> None:
+    """Run TorchOpt 0.7.3's own test suite with ``import torchopt`` resolving to difopt.
+
+    The tests come from TorchOpt's sdist on PyPI (not stored here); compat/torchopt/ holds the
+    import alias (conftest.py), the list of tests that check TorchOpt's internals rather than
+    its API (expected failures, with reasons), and difopt's own ``helpers`` module.
+    """
+    plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
+    _install_package(session, CORE, more=(*plugins, "pytest", "numpy", "setuptools"))
+    import shutil
+
+    work = pathlib.Path(session.create_tmp())
+    for old in ("torchopt-tests", "sdist"):
+        shutil.rmtree(work / old, ignore_errors=True)
+    tests = work / "torchopt-tests"
+    tests.mkdir()
+    _fetch_torchopt_tests(session, tests)
+    for helper in ("conftest.py", "helpers.py"):
+        (tests / helper).write_text((ROOT / "compat" / "torchopt" / helper).read_text())
+    # TorchOpt's pytest settings (in its pyproject.toml) are not shipped with the tests; ours:
+    (tests / "pytest.ini").write_text("[pytest]\n")
+    session.run(
+        "pytest",
+        str(tests),
+        "--rootdir",
+        str(tests),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-W",
+        "ignore::DeprecationWarning",
+        "-W",
+        "ignore::UserWarning",
+        *session.posargs,
+    )
 
 
 @nox.session

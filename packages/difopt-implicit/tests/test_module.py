@@ -236,6 +236,14 @@ def test_class_definition_errors() -> None:
             def solve(self) -> None:
                 pass
 
+    with pytest.raises(TypeError, match="optimality\\(\\) must be callable"):
+
+        class NotCallable(ImplicitMetaGradientModule):
+            optimality = 0
+
+            def solve(self) -> None:
+                pass
+
     with pytest.raises(TypeError, match="objective\\(\\) must be a plain method"):
 
         class Static(ImplicitMetaGradientModule):

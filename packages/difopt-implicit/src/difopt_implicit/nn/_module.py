@@ -275,6 +275,11 @@ class ImplicitMetaGradientModule(MetaGradientModule, metaclass=abc.ABCMeta):
                     f"method {name}() must not be a {type(attr).__name__}. "
                     f"{cls.__name__}.{name}() must be a plain method"
                 )
+            if custom and not callable(attr):
+                raise TypeError(
+                    f"method {name}() must be callable. {cls.__name__}.{name} is a "
+                    f"{type(attr).__name__}"
+                )
         if not cls._custom_optimality:
             if not cls._custom_objective:
                 raise TypeError(
