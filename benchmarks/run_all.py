@@ -27,8 +27,20 @@ import _bench  # noqa: E402
 # worker process): run_all does not override it.
 OWN_THREADS = {"distributed_maml"}
 
+# Benchmark name (its results file) -> (script, arguments) for those that are not a script of
+# the same name run with defaults.
+VARIANTS = {
+    "adam_classic": ("classic_step", []),
+    "sgd_classic": ("classic_step", ["--optimizer", "sgd"]),
+    "rmsprop_classic": ("classic_step", ["--optimizer", "rmsprop"]),
+    "rmsprop_classic_centered": ("classic_step", ["--optimizer", "rmsprop", "--centered"]),
+}
+
 BENCHMARKS = [
     "adam_classic",
+    "sgd_classic",
+    "rmsprop_classic",
+    "rmsprop_classic_centered",
     "maml_meta",
     "import_time",
     "zero_order_mlp",
@@ -51,7 +63,8 @@ def main() -> None:
     for name in names:
         result = _bench.RESULTS_DIR / f"{name}.json"
         result.unlink(missing_ok=True)  # never summarise a stale result
-        cmd = [sys.executable, str(HERE / f"{name}.py")]
+        script, extra = VARIANTS.get(name, (name, []))
+        cmd = [sys.executable, str(HERE / f"{script}.py"), *extra]
         if name not in OWN_THREADS:
             cmd += ["--threads", str(args.threads)]
         if args.quick:

@@ -22,10 +22,14 @@ namespace difopt_accel {
 constexpr int64_t kChunk = 1 << 15;              // elements per unit of work
 constexpr int64_t kParallelThreshold = 1 << 15;  // below this, one thread is faster
 
-// The vectorized clone targets Haswell (AVX2 and FMA: the fused multiply-adds of the math
-// headers vectorize there; the baseline clone computes them one by one, with the same values).
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define DIFOPT_VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+// The vectorized clone targets the x86-64-v3 ISA level (AVX2 and FMA: the fused multiply-adds
+// of the math headers vectorize there; the baseline clone computes them one by one, with the
+// same values). Not "arch=haswell": that clone is chosen by CPU model (only on Haswell
+// itself), x86-64-v3 by the features present, which every AVX2/FMA CPU has.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && __GNUC__ >= 12
+#define DIFOPT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DIFOPT_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define DIFOPT_VECTOR_CLONES
 #endif

@@ -65,7 +65,10 @@ DIFOPT_HD T fmadd(T a, T b, T c) {
 template <typename T>
 DIFOPT_HD T lerp(T start, T end, T weight) {
   const T diff = end - start;
-  return weight < T(0.5) ? fmadd(weight, diff, start) : fmadd(weight - T(1), diff, end);
+  // Both forms, then a select: a branch here would keep the CPU loops from vectorizing.
+  const T from_start = fmadd(weight, diff, start);
+  const T from_end = fmadd(weight - T(1), diff, end);
+  return weight < T(0.5) ? from_start : from_end;
 }
 
 // decay * v + weight * x^2 as the pure path computes a second moment: v * decay, then

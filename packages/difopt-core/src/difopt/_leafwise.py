@@ -111,7 +111,8 @@ def neg(xs: Tensors) -> list[torch.Tensor]:
     return [-x for x in xs]
 
 
-def _on_graph(xs: Tensors) -> bool:
+def on_graph(xs: Tensors) -> bool:
+    """Whether an operation on ``xs`` is recorded (autograd or a torch.func transform)."""
     return torch._C._are_functorch_transforms_active() or (
         torch.is_grad_enabled() and any(x.requires_grad for x in xs)
     )
@@ -150,7 +151,7 @@ def sqrt(xs: Tensors, positive: bool = False) -> list[torch.Tensor]:
         return list(torch._foreach_sqrt(xs))
     if torch._C._are_functorch_transforms_active():
         return [_sqrt_with_zero_subgradient(x) for x in xs]
-    if _on_graph(xs):
+    if on_graph(xs):
         return list(_ForeachSqrt.apply(*xs))
     if foreach_ok(xs):
         return list(torch._foreach_sqrt(xs))

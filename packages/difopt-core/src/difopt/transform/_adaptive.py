@@ -82,6 +82,29 @@ def _adam_direction(
     return lw.div(lw.mul(mu, 1.0 / bc1), denom)
 
 
+def _add_ratio(
+    ps: lw.Tensors, num: lw.Tensors, root: lw.Tensors, eps: float, value: float, inplace: bool
+) -> list[torch.Tensor]:
+    """``ps + value * num / (root + eps)``, into ``ps`` when ``inplace``.
+
+    ``root`` must be fresh tensors (a square root just computed): ``eps`` is added into them.
+    This is the last pass of torch.optim's Adam and RMSprop, so the values round alike.
+    """
+    if inplace:
+        torch._foreach_add_(root, eps)
+        torch._foreach_addcdiv_(ps, num, root, value=value)
+        return list(ps)
+    denom = torch._foreach_add(root, eps)
+    if all(p.numel() > 1 for p in ps):
+        return list(torch._foreach_addcdiv(ps, num, denom, value=value))
+    # torch 2.13's backward of _foreach_addcdiv fails when a tensor has one element.
+    return list(torch._foreach_add(ps, torch._foreach_div(num, denom), alpha=value))
+
+
+def _fusable(gs: lw.Tensors, ps: lw.Tensors) -> bool:
+    return lw.foreach_ok(gs) and len(ps) == len(gs)
+
+
 @transformation
 def scale_by_adam(
     b1: float = 0.9,
@@ -132,7 +155,7 @@ def scale_by_adam(
     ) -> tuple[list[torch.Tensor], ScaleByAdamState] | None:
         gs, spec = lw.flatten(updates)
         ps = lw.leaves(params)
-        if not lw.foreach_ok(gs) or len(ps) != len(gs):
+        if not _fusable(gs, ps):
             return None
         count = state.count
         if lw.step_value(count) is count:  # traced counter: keep to update()
@@ -148,19 +171,8 @@ def scale_by_adam(
             denom: lw.Tensors = lw.sqrt(lw.add_scalar(nu, eps_root * bc2), positive=True)
         else:
             denom = lw.sqrt(nu)
-        if inplace:
-            torch._foreach_add_(denom, eps * math.sqrt(bc2))
-            torch._foreach_addcdiv_(ps, mu, denom, value=factor * math.sqrt(bc2) / bc1)
-            new_params = ps
-        else:
-            denom = torch._foreach_add(denom, eps * math.sqrt(bc2))
-            value = factor * math.sqrt(bc2) / bc1
-            if all(p.numel() > 1 for p in ps):
-                new_params = list(torch._foreach_addcdiv(ps, mu, denom, value=value))
-            else:
-                # torch 2.13's backward of _foreach_addcdiv fails when a tensor has one element.
-                step_dir = torch._foreach_div(mu, denom)
-                new_params = list(torch._foreach_add(ps, step_dir, alpha=value))
+        value = factor * math.sqrt(bc2) / bc1
+        new_params = _add_ratio(ps, mu, denom, eps * math.sqrt(bc2), value, inplace)
         new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return new_params, new_state
 
@@ -335,7 +347,18 @@ def scale_by_rms(
         out = lw.div(gs, lw.add_scalar(lw.sqrt(nu), eps))
         return lw.unflatten(spec, out), ScaleByRmsState(lw.unflatten(spec, nu))
 
-    return GradientTransformation(init, update)
+    def apply_scaled(
+        updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
+    ) -> tuple[list[torch.Tensor], ScaleByRmsState] | None:
+        gs, spec = lw.flatten(updates)
+        ps = lw.leaves(params)
+        if not _fusable(gs, ps):
+            return None
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
+        new_params = _add_ratio(ps, gs, lw.sqrt(nu), eps, factor, inplace)
+        return new_params, ScaleByRmsState(lw.unflatten(spec, nu))
+
+    return FusedApplyTransformation(init, update, apply_scaled)
 
 
 class ScaleByRStdDevState(NamedTuple):
@@ -362,16 +385,43 @@ def scale_by_stddev(
         (nu,) = _moments(params, 1, False, initial_scale)
         return ScaleByRStdDevState(mu=mu, nu=nu)
 
-    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
-        gs, spec = lw.flatten(updates)
+    def moments(gs: lw.Tensors, state: Any, inplace: bool) -> tuple[Any, Any, Any]:
         mu = lw.ema(lw.leaves(state.mu), gs, alpha, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
-        var = [v - m * m for m, v in zip(mu, nu)]
+        # nu - mu^2 with mu^2 rounded first: exactly 0 where the two agree (alpha = 0, or a
+        # constant update), where one fused multiply-add would leave a residue of either sign
+        # and the square root a NaN.
+        if lw.foreach_ok(nu):
+            var = list(torch._foreach_sub(nu, torch._foreach_mul(mu, mu)))
+        else:
+            var = [v - m * m for m, v in zip(mu, nu)]
+        return mu, nu, var
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu, nu, var = moments(gs, state, inplace)
         out = lw.div(gs, lw.add_scalar(lw.sqrt(var), eps))
         new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
         return lw.unflatten(spec, out), new_state
 
-    return GradientTransformation(init, update)
+    def apply_scaled(
+        updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
+    ) -> tuple[list[torch.Tensor], ScaleByRStdDevState] | None:
+        gs, spec = lw.flatten(updates)
+        ps = lw.leaves(params)
+        if not _fusable(gs, ps):
+            return None
+        mu, nu, var = moments(gs, state, inplace)
+        if inplace and not lw.on_graph(var):
+            root: lw.Tensors = var  # a fresh buffer, no graph: its square root in place
+            torch._foreach_sqrt_(root)
+        else:
+            root = lw.sqrt(var)
+        new_params = _add_ratio(ps, gs, root, eps, factor, inplace)
+        new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
+        return new_params, new_state
+
+    return FusedApplyTransformation(init, update, apply_scaled)
 
 
 class ScaleByRssState(NamedTuple):

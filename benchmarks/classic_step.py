@@ -1,27 +1,68 @@
-"""Classic (torch.optim-style) Adam step on CPU: difopt.Adam vs torch.optim.Adam and TorchOpt.
+"""Classic (torch.optim-style) optimizer step on CPU: difopt vs torch.optim and TorchOpt.
 
 Times ``optimizer.step()`` alone: gradients are pre-set random tensors (no backward is run),
 the same values for every contender, each contender on its own copy of the parameters.
-Default size: 16 tensors of 512x1024 float32 (8M parameters).
+Default size: 16 tensors of 512x1024 float32 (8M parameters). ``--optimizer`` picks the rule:
 
-Target: difopt.Adam / torch.optim.Adam(foreach=True) <= 1.00.
+* ``adam`` (default): Adam, lr 1e-3;
+* ``sgd``: SGD with momentum 0.9, lr 1e-2;
+* ``rmsprop``: RMSprop (alpha 0.99, centered with ``--centered``), lr 1e-2.
 
-    python benchmarks/adam_classic.py            # full size
-    python benchmarks/adam_classic.py --quick    # smoke run
+Targets: difopt / torch.optim(foreach=True) <= 1.00; difopt with use_accelerated_op=True /
+torch.optim(fused=True) <= 1.00 where torch has a fused CPU kernel (Adam, SGD), else / torch
+foreach (RMSprop).
+
+    python benchmarks/classic_step.py                      # Adam, full size
+    python benchmarks/classic_step.py --optimizer sgd      # SGD with momentum
+    python benchmarks/classic_step.py --quick              # smoke run
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _bench  # noqa: E402
 
-NAME = "adam_classic"
 BASELINE = "torch-foreach"
 TARGET = 1.00
+
+
+def _optimizers(name: str, lr: float, centered: bool) -> dict[str, Any]:
+    """Class names and keyword arguments of ``name`` in difopt, torch.optim and TorchOpt."""
+    import torch
+
+    import difopt
+
+    if name == "adam":
+        return dict(
+            title="Adam",
+            difopt=difopt.Adam,
+            torch=torch.optim.Adam,
+            torchopt="Adam",
+            kwargs=dict(lr=lr),
+            torch_fused=True,
+        )
+    if name == "sgd":
+        return dict(
+            title="SGD (momentum 0.9)",
+            difopt=difopt.SGD,
+            torch=torch.optim.SGD,
+            torchopt="SGD",
+            kwargs=dict(lr=lr, momentum=0.9),
+            torch_fused=True,
+        )
+    return dict(
+        title=f"RMSprop{' (centered)' if centered else ''}",
+        difopt=difopt.RMSProp,
+        torch=torch.optim.RMSprop,
+        torchopt="RMSProp",
+        kwargs=dict(lr=lr, centered=centered),
+        torch_fused=False,
+    )
 
 
 def main() -> None:
@@ -30,7 +71,9 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=512, help="rows of each tensor")
     p.add_argument("--cols", type=int, default=1024, help="columns of each tensor")
     p.add_argument("--steps", type=int, default=None, help="steps timed per repetition")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], default="adam")
+    p.add_argument("--centered", action="store_true", help="rmsprop: centered variant")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (Adam), else 1e-2")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.quick:
@@ -42,12 +85,17 @@ def main() -> None:
     import torch
 
     _bench.set_threads(args.threads)
-    import difopt
+    import difopt  # noqa: F401  (imported before timing)
 
     _bench.quick_note(args.quick)
+    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 1e-2)
+    spec = _optimizers(args.optimizer, lr, args.centered)
+    result_name = "adam_classic" if args.optimizer == "adam" else f"{args.optimizer}_classic"
+    if args.centered:
+        result_name += "_centered"
     n_params = args.tensors * args.rows * args.cols
     print(
-        f"Adam step, {args.tensors} x {args.rows}x{args.cols} float32 "
+        f"{spec['title']} step, {args.tensors} x {args.rows}x{args.cols} float32 "
         f"({n_params / 1e6:.2f}M parameters), CPU, threads={torch.get_num_threads()}, "
         f"{repeats} interleaved repetitions x {steps} steps, warm-up {warmup} steps\n"
     )
@@ -63,42 +111,46 @@ def main() -> None:
             p_.grad = g.clone()
         return ps
 
+    t = spec["title"].split(" ")[0]
     labels = {
-        "difopt": "difopt.Adam",
-        "difopt-accel": "difopt.Adam(use_accelerated_op=True)",
-        "torch-foreach": "torch.optim.Adam(foreach=True)",
-        "torch-fused": "torch.optim.Adam(fused=True)",
-        "torchopt": "torchopt.Adam (TorchOpt 0.7.3)",
+        "difopt": f"difopt.{spec['difopt'].__name__}",
+        "difopt-accel": f"difopt.{spec['difopt'].__name__}(use_accelerated_op=True)",
+        "torch-foreach": f"torch.optim.{t}(foreach=True)",
+        "torch-fused": f"torch.optim.{t}(fused=True)",
+        "torchopt": f"torchopt.{spec['torchopt']} (TorchOpt 0.7.3)",
     }
     order = list(labels)
     status: dict[str, str] = {}
     params: dict[str, list[torch.Tensor]] = {}
-    steps_fn = {}
+    steps_fn: dict[str, Callable[[], Any]] = {}
 
-    def add(name: str, make) -> None:
+    def add(key: str, make: Callable[[list[torch.Tensor]], Any]) -> None:
         try:
             ps = fresh()
             opt = make(ps)
         except Exception as exc:
-            status[name] = _bench.failure(exc)
+            status[key] = _bench.failure(exc)
             return
-        params[name] = ps
-        steps_fn[name] = opt.step
+        params[key] = ps
+        steps_fn[key] = opt.step
 
-    lr = args.lr
-    add("difopt", lambda ps: difopt.Adam(ps, lr=lr))
+    kw = spec["kwargs"]
+    add("difopt", lambda ps: spec["difopt"](ps, **kw))
     accel, why = _bench.try_import("difopt_accel")
     if accel is None:
-        status["difopt-accel"] = why
+        status["difopt-accel"] = why or "skipped"
     else:
-        add("difopt-accel", lambda ps: difopt.Adam(ps, lr=lr, use_accelerated_op=True))
-    add("torch-foreach", lambda ps: torch.optim.Adam(ps, lr=lr, foreach=True))
-    add("torch-fused", lambda ps: torch.optim.Adam(ps, lr=lr, fused=True))
+        add("difopt-accel", lambda ps: spec["difopt"](ps, use_accelerated_op=True, **kw))
+    add("torch-foreach", lambda ps: spec["torch"](ps, foreach=True, **kw))
+    if spec["torch_fused"]:
+        add("torch-fused", lambda ps: spec["torch"](ps, fused=True, **kw))
+    else:
+        status["torch-fused"] = f"torch.optim.{t} has no fused CPU kernel"
     torchopt, why = _bench.try_import("torchopt")
     if torchopt is None:
-        status["torchopt"] = why
+        status["torchopt"] = why or "skipped"
     else:
-        add("torchopt", lambda ps: torchopt.Adam(ps, lr=lr))
+        add("torchopt", lambda ps: getattr(torchopt, spec["torchopt"])(ps, **kw))
 
     errors: dict[str, str] = {}
     times = _bench.interleaved(
@@ -131,14 +183,16 @@ def main() -> None:
     r = _bench.ratio(times, "difopt", BASELINE)
     missing = status.get("difopt") or status.get(BASELINE) or ""
     targets = [_bench.target(f"difopt/{BASELINE}", r, TARGET, missing)]
-    # difopt-accel's target: its fused step against torch's own fused kernel.
-    missing = status.get("difopt-accel") or status.get("torch-fused") or ""
-    r = _bench.ratio(times, "difopt-accel", "torch-fused")
-    targets.append(_bench.target("difopt-accel/torch-fused", r, TARGET, missing))
+    # difopt-accel's target: its fused step against torch's own fused kernel where torch has
+    # one, else against torch's foreach step.
+    peer = "torch-fused" if spec["torch_fused"] else BASELINE
+    missing = status.get("difopt-accel") or status.get(peer) or ""
+    r = _bench.ratio(times, "difopt-accel", peer)
+    targets.append(_bench.target(f"difopt-accel/{peer}", r, TARGET, missing))
     _bench.print_targets(targets)
 
     _bench.write_json(
-        NAME,
+        result_name,
         {
             "quick": args.quick,
             "config": {
@@ -149,7 +203,9 @@ def main() -> None:
                 "repeats": repeats,
                 "steps": steps,
                 "warmup": warmup,
-                "lr": args.lr,
+                "optimizer": args.optimizer,
+                "centered": args.centered,
+                "lr": lr,
                 "seed": args.seed,
             },
             "env": _bench.environment(torch.get_num_threads()),
