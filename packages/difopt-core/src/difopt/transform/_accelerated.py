@@ -65,15 +65,13 @@ def _fused_or_pure(
         return choose(updates).update(updates, state, params=params, inplace=inplace)
 
     def apply_scaled(updates: Any, state: Any, *, params: Any, factor: float, inplace: bool) -> Any:
-        chosen = choose(updates)
-        result = None
-        fused_apply = getattr(chosen, "_difopt_apply", None)
-        if fused_apply is not None:
-            result = fused_apply(updates, state, params=params, factor=factor, inplace=inplace)
-        pure_apply = getattr(pure, "_difopt_apply", None)
-        if result is None and chosen is not pure and pure_apply is not None:
-            result = pure_apply(updates, state, params=params, factor=factor, inplace=inplace)
-        return result
+        # The chosen transformation's own one-pass step, if it has one. None (no such step, or
+        # it declines these arguments) makes the caller run update(): through the provider's
+        # transformation, which warns if it must fall back to the pure path.
+        fused_apply = getattr(choose(updates), "_difopt_apply", None)
+        if fused_apply is None:
+            return None
+        return fused_apply(updates, state, params=params, factor=factor, inplace=inplace)
 
     return FusedApplyTransformation(pure.init, update, apply_scaled)
 
