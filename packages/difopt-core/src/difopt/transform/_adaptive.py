@@ -391,7 +391,12 @@ def scale_by_stddev(
         # nu - mu^2 with mu^2 rounded first: exactly 0 where the two agree (alpha = 0, or a
         # constant update), where one fused multiply-add would leave a residue of either sign
         # and the square root a NaN.
-        if lw.foreach_ok(nu):
+        if lw.foreach_ok(nu) and inplace and not lw.on_graph(nu):
+            # One fresh buffer: -mu^2, then + nu in place (the same rounding as nu - mu^2).
+            var = list(torch._foreach_mul(mu, mu))
+            torch._foreach_neg_(var)
+            torch._foreach_add_(var, nu)
+        elif lw.foreach_ok(nu):
             var = list(torch._foreach_sub(nu, torch._foreach_mul(mu, mu)))
         else:
             var = [v - m * m for m, v in zip(mu, nu)]
