@@ -240,3 +240,22 @@ def test_fused_apply_is_differentiable():
     q = torch.randn(1, dtype=torch.float64, requires_grad=True)  # leaves of mixed shapes
     g = torch.randn(4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(fused, (p, q, g))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("inplace", [True, False])
+def test_centered_rms_variance_is_exactly_zero_where_mean_square_equals_square_mean(dtype, inplace):
+    # alpha = 0: mu = g and nu = g^2, so nu - mu^2 is 0 exactly; a single fused multiply-add
+    # would leave a residue of either sign and a NaN after the square root.
+    g = torch.linspace(-3.0, 3.0, 997, dtype=dtype) * 1.1
+    p = torch.zeros_like(g)
+    opt = difopt.RMSProp(
+        [torch.nn.Parameter(p.clone())], lr=0.5, alpha=0.0, centered=True, eps=1e-3
+    )
+    param = opt.param_groups[0]["params"][0]
+    param.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(param.detach(), -0.5 * g / 1e-3)
+    tx = difopt.transform.scale_by_stddev(alpha=0.0, eps=1e-3)
+    out, _ = tx.update([g.clone()], tx.init([p]), inplace=inplace)
+    torch.testing.assert_close(out[0], g / 1e-3)
