@@ -261,7 +261,9 @@ def torchopt_tests(session: nox.Session) -> None:
     its API (expected failures, with reasons), and difopt's own ``helpers`` module.
     """
     plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
-    _install_package(session, CORE, more=(*plugins, "pytest", "numpy", "setuptools"))
+    # JAX, jaxopt and optax: the independent oracle of TorchOpt's implicit-differentiation tests.
+    oracle = ("jax[cpu]", "jaxopt", "optax")
+    _install_package(session, CORE, more=(*plugins, "pytest", "numpy", "setuptools", *oracle))
     import shutil
 
     work = pathlib.Path(session.create_tmp())

@@ -271,3 +271,23 @@ def test_torchopt_linalg_utils() -> None:
         3,
         4,
     )
+
+
+def test_solver_factories_accept_the_call_arguments_as_torchopt_does() -> None:
+    # TorchOpt binds every factory keyword with functools.partial, so code passes matvec and b
+    # to the factory too, then calls the solver with keywords (which take precedence).
+    a = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    expected = torch.linalg.solve(a + 0.5 * torch.eye(2, dtype=torch.float64), b)
+    for factory in (linear_solve.solve_inv, linear_solve.solve_cg, linear_solve.solve_normal_cg):
+        solver = factory(matvec=lambda v: v, b=torch.zeros(2, dtype=torch.float64), ridge=0.5)
+        x = solver(matvec=lambda v: a @ v, b=b)
+        if factory is linear_solve.solve_normal_cg:
+            expected_x = torch.linalg.solve(
+                a.T @ a + 0.5 * torch.eye(2, dtype=torch.float64), a.T @ b
+            )
+            torch.testing.assert_close(x, expected_x, rtol=1e-6, atol=1e-8)
+        else:
+            torch.testing.assert_close(x, expected, rtol=1e-6, atol=1e-8)
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        linear_solve.solve_inv(tol=1e-3)

@@ -31,8 +31,13 @@ LinearSolver = Callable[[Operator, TensorTree], TensorTree]
 _ITERATIVE = ("rtol", "atol", "maxiter", "M")
 
 
+# The solver's own arguments, which TorchOpt's factories also accept (they bind everything with
+# functools.partial): keywords given at call time replace them.
+_CALL_ARGS = ("matvec", "b")
+
+
 def _check_kwargs(solver: str, kwargs: dict[str, Any], accepted: tuple[str, ...]) -> None:
-    unknown = sorted(set(kwargs) - set(accepted))
+    unknown = sorted(set(kwargs) - set(accepted) - set(_CALL_ARGS))
     if unknown:
         raise TypeError(
             f"{solver}() got unexpected keyword argument(s) {unknown}; accepted: "
