@@ -20,9 +20,10 @@ from typing import Any, Callable, Sequence
 
 import optree
 
+from difopt import _leafwise as lw
 from difopt.pytree import NAMESPACE
 
-__all__ = ["apply_present", "none_aware"]
+__all__ = ["complete_update", "none_aware"]
 
 UpdateFn = Callable[..., tuple[Any, Any]]
 
@@ -34,7 +35,7 @@ def none_aware(update: UpdateFn) -> UpdateFn:
     def wrapper(
         updates: Any, state: Any, *, params: Any = None, inplace: bool = True
     ) -> tuple[Any, Any]:
-        leaves, spec = optree.tree_flatten(updates, none_is_leaf=True, namespace=NAMESPACE)
+        leaves, spec = lw.flatten_with_none(updates)
         missing = [leaf is None for leaf in leaves]
         if not any(missing):
             return update(updates, state, params=params, inplace=inplace)
@@ -45,18 +46,16 @@ def none_aware(update: UpdateFn) -> UpdateFn:
         out, new_state = update(updates, hidden_state, params=hidden_params, inplace=inplace)
         return out, _restore(state, new_state, spec, missing)
 
+    wrapper._difopt_complete = update  # type: ignore[attr-defined]
     return wrapper
 
 
-def apply_present(params: Any, updates: Any, fn: Callable[[Any, Any], Any]) -> Any:
-    """``fn(p, u)`` for each parameter leaf with an update; ``p`` itself where ``u`` is None."""
-    return optree.tree_map(
-        lambda p, u: p if u is None else fn(p, u),
-        params,
-        updates,
-        none_is_leaf=True,
-        namespace=NAMESPACE,
-    )
+def complete_update(update: UpdateFn) -> UpdateFn:
+    """The function :func:`none_aware` wrapped (``update`` itself if it wraps nothing).
+
+    A chain hides the missing leaves once for all its parts' states and calls these.
+    """
+    return getattr(update, "_difopt_complete", update)
 
 
 def _shaped_like(tree: Any, spec: optree.PyTreeSpec) -> bool:
@@ -75,8 +74,8 @@ def _hide(tree: Any, spec: optree.PyTreeSpec, missing: Sequence[bool]) -> Any:
     if tree is None:
         return None
     if _shaped_like(tree, spec):
-        leaves = optree.tree_leaves(tree, none_is_leaf=True, namespace=NAMESPACE)
-        return optree.tree_unflatten(spec, [None if m else x for x, m in zip(leaves, missing)])
+        leaves, _ = lw.flatten_with_none(tree)
+        return lw.unflatten(spec, [None if m else x for x, m in zip(leaves, missing)])
     level = _children(tree)
     if level is None:
         return tree
@@ -89,12 +88,12 @@ def _restore(old: Any, new: Any, spec: optree.PyTreeSpec, missing: Sequence[bool
     if old is None:
         return new
     if _shaped_like(old, spec):
-        old_leaves = optree.tree_leaves(old, none_is_leaf=True, namespace=NAMESPACE)
-        new_leaves = optree.tree_leaves(new, none_is_leaf=True, namespace=NAMESPACE)
+        old_leaves, _ = lw.flatten_with_none(old)
+        new_leaves, _ = lw.flatten_with_none(new)
         if len(new_leaves) != len(old_leaves):
             return new  # not a per-parameter tree after all; keep what the update returned
         merged = [o if m else n for o, n, m in zip(old_leaves, new_leaves, missing)]
-        return optree.tree_unflatten(spec, merged)
+        return lw.unflatten(spec, merged)
     old_level, new_level = _children(old), _children(new)
     if old_level is None or new_level is None or len(old_level.children) != len(new_level.children):
         return new

@@ -13,7 +13,7 @@ import functools
 import inspect
 from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
-from difopt._missing import none_aware
+from difopt._missing import complete_update, none_aware
 
 __all__ = [
     "ChainedGradientTransformation",
@@ -82,6 +82,9 @@ class ChainedGradientTransformation(GradientTransformation):
                     f"chain() argument {i} must be a GradientTransformation, got {type(t).__name__}"
                 )
         parts = tuple(flat)
+        # The chain's own wrapper hides missing update leaves for every part's state, so it
+        # calls the parts' unwrapped updates: one check per step, not one per part.
+        updates_of = tuple(complete_update(t.update) for t in parts)
 
         def init(params: Any) -> tuple[Any, ...]:
             return tuple(t.init(params) for t in parts)
@@ -95,8 +98,8 @@ class ChainedGradientTransformation(GradientTransformation):
                     "transformations; was it built by this chain's init()?"
                 )
             new_state = []
-            for t, s in zip(parts, state):
-                updates, s = t.update(updates, s, params=params, inplace=inplace)
+            for part_update, s in zip(updates_of, state):
+                updates, s = part_update(updates, s, params=params, inplace=inplace)
                 new_state.append(s)
             return updates, tuple(new_state)
 
@@ -111,10 +114,8 @@ class ChainedGradientTransformation(GradientTransformation):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, ChainedGradientTransformation):
             return self.transformations == other.transformations
-        if isinstance(
-            other, IdentityGradientTransformation
-        ):  # an empty chain is the identity (TorchOpt: equal)
-            return not self.transformations
+        if isinstance(other, IdentityGradientTransformation):
+            return not self.transformations  # an empty chain is the identity, as in TorchOpt
         return NotImplemented
 
     def __hash__(self) -> int:

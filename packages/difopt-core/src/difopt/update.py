@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import optree
 import torch
 
 from difopt import _leafwise as lw
-from difopt.pytree import NAMESPACE
 
 __all__ = ["apply_updates"]
 
@@ -27,8 +25,8 @@ def apply_updates(params: Any, updates: Any, *, inplace: bool = True) -> Any:
     Raises:
         ValueError: if the tree structures differ; nothing is modified then.
     """
-    ps, spec = optree.tree_flatten(params, none_is_leaf=True, namespace=NAMESPACE)
-    us, u_spec = optree.tree_flatten(updates, none_is_leaf=True, namespace=NAMESPACE)
+    ps, spec = lw.flatten_with_none(params)
+    us, u_spec = lw.flatten_with_none(updates)
     if u_spec != spec:
         raise ValueError(
             f"'updates' has tree structure {u_spec}, which does not match 'params' {spec}"
@@ -40,7 +38,7 @@ def apply_updates(params: Any, updates: Any, *, inplace: bool = True) -> Any:
         new = list(ps)
         for i, x in zip(present, lw.add(ps_present, us_present)):
             new[i] = x
-        return optree.tree_unflatten(spec, new)
+        return lw.unflatten(spec, new)
     with torch.no_grad():
         lw.add_(ps_present, us_present)
     return params

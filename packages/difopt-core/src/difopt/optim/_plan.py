@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from difopt import _leafwise as lw
 from difopt.base import ChainedGradientTransformation, GradientTransformation
+from difopt.update import apply_updates
 
 
 class StepPlan(NamedTuple):
@@ -62,14 +63,7 @@ def step(
     """
     if any(g is None for g in grads):
         updates, state = impl.update(grads, state, params=params, inplace=inplace)
-        present = [i for i, u in enumerate(updates) if u is not None]
-        ps = [params[i] for i in present]
-        us = [updates[i] for i in present]
-        new_params = list(params)
-        values = lw.add_(ps, us) if inplace else lw.add(ps, us)
-        for i, value in zip(present, values):
-            new_params[i] = value
-        return new_params, state
+        return list(apply_updates(tuple(params), tuple(updates), inplace=inplace)), state
     if plan is None:
         updates, state = impl.update(grads, state, params=params, inplace=inplace)
         if inplace:
