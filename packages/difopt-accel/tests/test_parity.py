@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from typing import Sequence
 
 import pytest
 import torch
@@ -108,8 +109,10 @@ def test_states_are_interchangeable_with_the_pure_transformation() -> None:
         u, state = t.update(g, state, inplace=False)
         u_ref, reference = pure.update(g, reference, inplace=False)
         assert_trees_close(u, u_ref)
-    assert state.count.dtype == torch.int64 and state.count.device.type == "cpu"
-    assert int(state.count) == len(grads)
+    counts = difopt.pytree.tree_leaves(state.count)  # one counter per parameter
+    assert len(counts) == len(difopt.pytree.tree_leaves(params))
+    assert all(c.dtype == torch.int64 and c.device.type == "cpu" for c in counts)
+    assert [int(c) for c in counts] == [len(grads)] * len(counts)
 
 
 def test_meta_optimizer_matches_pure() -> None:
@@ -292,3 +295,63 @@ def test_rms_trace_unsupported_dtype_warns_once_and_falls_back(option: str) -> N
         fused._difopt_apply(params, fused.init(params), params=params, factor=-1.0, inplace=True)
         is None
     )
+
+
+# A parameter that receives gradients on some steps only: torch.optim counts its steps (bias
+# corrections, the first momentum step) per parameter, and so must the fused path.
+LATE_STEPS = (2, 3, 5)
+
+
+def _late_losses(params: Sequence[torch.Tensor], step: int) -> torch.Tensor:
+    x = torch.linspace(-1.0, 1.0, 12).reshape(3, 4) * (step + 1)
+    out = x @ params[0] + (x @ params[1] if step in LATE_STEPS else 0.0)
+    return (out - 0.5).pow(2).mean()
+
+
+def _late_params() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(5)
+    return (torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("Adam", dict(lr=0.05)),
+        ("AdamW", dict(lr=0.05, weight_decay=0.1)),
+        ("SGD", dict(lr=0.1, momentum=0.9)),
+        ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
+    ],
+)
+def test_classic_fused_step_counts_steps_per_parameter_like_torch_optim(name, kwargs) -> None:
+    ours = [torch.nn.Parameter(p.clone()) for p in _late_params()]
+    theirs = [torch.nn.Parameter(p.clone()) for p in _late_params()]
+    cls = {"RMSprop": difopt.RMSProp}.get(name, getattr(difopt, name))
+    opt = cls(ours, **kwargs, use_accelerated_op=True)
+    ref = getattr(torch.optim, name)(theirs, **kwargs)
+    for step in range(7):
+        for params, o in ((ours, opt), (theirs, ref)):
+            o.zero_grad(set_to_none=True)
+            _late_losses(params, step).backward()
+            o.step()
+    torch.testing.assert_close([p.detach() for p in ours], [p.detach() for p in theirs])
+
+
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "functional"])
+def test_functional_fused_update_with_lagging_counters_matches_pure(inplace: bool) -> None:
+    fused = difopt.adam(lr=0.05, use_accelerated_op=True)
+    pure = difopt.adam(lr=0.05)
+    p_fused, p_pure = _late_params(), _late_params()
+    s_fused, s_pure = fused.init(p_fused), pure.init(p_pure)
+    for step in range(7):
+        for tx, params, which in ((fused, p_fused, "fused"), (pure, p_pure, "pure")):
+            ps = [p.detach().requires_grad_() for p in params]
+            grads = torch.autograd.grad(_late_losses(ps, step), ps, allow_unused=True)
+            state = s_fused if which == "fused" else s_pure
+            updates, state = tx.update(grads, state, params=params, inplace=inplace)
+            new = difopt.apply_updates(params, updates, inplace=inplace)
+            if which == "fused":
+                p_fused, s_fused = new, state
+            else:
+                p_pure, s_pure = new, state
+    assert_trees_close(p_fused, p_pure)
+    assert_trees_close(s_fused, s_pure)

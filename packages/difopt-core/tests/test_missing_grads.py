@@ -1,8 +1,8 @@
 """Parameters without a gradient: ``None`` update leaves (``autograd.grad(allow_unused=True)``).
 
-Contract: the parameter and its per-parameter state (moments, traces) stay as they are, the
-update leaf stays ``None``; the step counter shared by all parameters advances. The oracle is
-torch.optim, which skips parameters whose ``.grad`` is None.
+Contract: the parameter and its per-parameter state (moments, traces, step counter) stay as
+they are and the update leaf stays ``None``. The oracle is torch.optim, which skips
+parameters whose ``.grad`` is None and counts steps per parameter.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def test_moments_of_a_parameter_skipped_for_a_step_are_unchanged():
     opt.step()
     torch.testing.assert_close(opt.state_groups[0][1].mu[1], mu_v)
     torch.testing.assert_close(v.detach(), v_before)
-    assert int(opt.state_groups[0][1].count) == 2  # shared by the group
+    assert [int(c) for c in opt.state_groups[0][1].count] == [2, 1]  # per parameter
 
 
 def test_meta_optimizer_keeps_unused_parameters_and_differentiates_the_rest():
@@ -213,3 +213,137 @@ def test_apply_updates_skips_missing_leaves():
     torch.testing.assert_close(new["a"], torch.full((2,), 2.0))
     with pytest.raises(ValueError, match="does not match"):
         difopt.apply_updates(params, {"a": torch.ones(2)})
+
+
+# ----------------------------------------------------------- parameters used on some steps only
+
+# Every optimizer whose update depends on the step number (bias corrections, NAdam's momentum
+# schedule, the first step of a momentum buffer), with torch.optim's equivalent.
+STEP_CASES = {
+    "adam": (difopt.adam, torch.optim.Adam, dict(lr=0.05)),
+    "adam-wd": (difopt.adam, torch.optim.Adam, dict(lr=0.05, weight_decay=0.1)),
+    "adamw": (difopt.adamw, torch.optim.AdamW, dict(lr=0.05, weight_decay=0.1)),
+    "adamax": (difopt.adamax, torch.optim.Adamax, dict(lr=0.05, eps=1e-8)),
+    "radam": (difopt.radam, torch.optim.RAdam, dict(lr=0.05)),
+    "nadam": (difopt.nadam, torch.optim.NAdam, dict(lr=0.05)),
+    "sgd-momentum": (difopt.sgd, torch.optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.5)),
+    "sgd-nesterov": (difopt.sgd, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+}
+LATE_STEPS = (2, 3, 5, 6)  # steps on which the late head takes part (of 8)
+
+
+class LateHead(torch.nn.Module):
+    """A regressor with a second head that joins the loss on some steps only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = torch.nn.Linear(4, 2).double()
+        self.late = torch.nn.Linear(4, 2).double()
+
+    def forward(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        out = self.body(x)
+        return out + self.late(x) if step in LATE_STEPS else out
+
+
+def _late_reference(cls, kwargs, steps: int) -> list[torch.Tensor]:
+    net = LateHead()
+    opt = cls(net.parameters(), **kwargs)
+    for step in range(steps):
+        x, y = _data(step)
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(net(x, step), y).backward()
+        opt.step()
+    return [p.detach() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_classic_optimizer_counts_steps_per_parameter_like_torch_optim(case):
+    alias, cls, kwargs = STEP_CASES[case]
+    net = LateHead()
+    opt = difopt.optim._forms.classic_class(alias)(net.parameters(), **kwargs)
+    for step in range(8):
+        x, y = _data(step)
+        opt.zero_grad()
+        F.mse_loss(net(x, step), y).backward()
+        opt.step()
+    torch.testing.assert_close(
+        [p.detach() for p in net.parameters()], _late_reference(cls, kwargs, 8)
+    )
+
+
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "functional"])
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_functional_update_counts_steps_per_parameter_like_torch_optim(case, inplace):
+    alias, cls, kwargs = STEP_CASES[case]
+    net = LateHead()
+    params = tuple(p.detach().clone().requires_grad_() for p in net.parameters())
+    names = [n for n, _ in net.named_parameters()]
+    tx = alias(**kwargs)
+    state = tx.init(params)
+    for step in range(8):
+        x, y = _data(step)
+        out = torch.func.functional_call(net, dict(zip(names, params)), (x, step))
+        grads = torch.autograd.grad(F.mse_loss(out, y), params, allow_unused=True)
+        updates, state = tx.update(grads, state, params=params, inplace=inplace)
+        params = difopt.apply_updates(params, updates, inplace=inplace)
+    torch.testing.assert_close([p.detach() for p in params], _late_reference(cls, kwargs, 8))
+    (counts,) = [difopt.pytree.tree_leaves(s.count) for s in state if "count" in s._fields]
+    late = sum(1 for s in range(8) if s in LATE_STEPS)
+    assert [int(c) for c in counts] == [8, 8, late, late]
+
+
+def test_meta_optimizer_counts_steps_per_parameter_like_torch_optim():
+    net = LateHead()
+    opt = difopt.MetaAdam(net, lr=0.05)
+    for step in range(8):
+        x, y = _data(step)
+        opt.step(F.mse_loss(net(x, step), y))
+    expected = _late_reference(torch.optim.Adam, dict(lr=0.05), 8)
+    torch.testing.assert_close([p.detach() for p in net.parameters()], expected)
+
+
+@pytest.mark.parametrize("alias", [difopt.adam, difopt.nadam, difopt.sgd], ids=lambda a: a.__name__)
+def test_meta_gradient_through_steps_with_differing_counters_passes_gradcheck(alias):
+    """Differentiable steps where the late head's counters lag the body's (the update is then
+    computed once per step value): float64 gradcheck against finite differences."""
+    kwargs = {
+        "adam": dict(lr=0.05, eps_root=1e-8),
+        "nadam": dict(lr=0.05),
+        "sgd": dict(lr=0.1, momentum=0.9),
+    }[alias.__name__]
+    tx = alias(**kwargs, moment_requires_grad=True)
+    x, y = _data(0)
+
+    def loss_after_steps(w_body: torch.Tensor, w_late: torch.Tensor) -> torch.Tensor:
+        params = (w_body, w_late)
+        state = tx.init(params)
+        for step in range(4):
+            xs, ys = _data(step)
+            out = xs @ params[0].T + (xs @ params[1].T if step in LATE_STEPS else 0.0)
+            grads = torch.autograd.grad(
+                F.mse_loss(out, ys), params, create_graph=True, allow_unused=True
+            )
+            updates, state = tx.update(grads, state, params=params, inplace=False)
+            params = difopt.apply_updates(params, updates, inplace=False)
+        return F.mse_loss(x @ params[0].T + x @ params[1].T, y)
+
+    g = torch.Generator().manual_seed(3)
+    w_body = torch.randn(2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w_late = torch.randn(2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(loss_after_steps, (w_body, w_late))
+
+
+def test_parameters_as_a_list_with_gradients_as_a_tuple():
+    """``torch.autograd.grad`` returns a tuple for a list of parameters: the state built from
+    the list still has its missing leaves left alone."""
+    params = [torch.ones(3, dtype=torch.float64), torch.ones(2, dtype=torch.float64)]
+    tx = difopt.adam(lr=0.1)
+    state = tx.init(params)
+    updates, state = tx.update((torch.ones(3, dtype=torch.float64), None), state, params=params)
+    assert updates[1] is None
+    (adam_state,) = [s for s in state if "count" in s._fields]
+    assert isinstance(adam_state.mu, list) and isinstance(adam_state.count, list)
+    assert [int(c) for c in adam_state.count] == [1, 0]
+    torch.testing.assert_close(adam_state.mu[1], torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(updates[0], torch.full((3,), -0.1, dtype=torch.float64))

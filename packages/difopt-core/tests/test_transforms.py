@@ -217,9 +217,44 @@ def test_fused_apply_equals_update_then_add(dtype, eps_root):
     for a, b, c in zip(p1, p2, p3):
         torch.testing.assert_close(a, b, **tol)
         torch.testing.assert_close(c, b, **tol)
-    assert int(s1.count) == int(s2.count) == int(s3.count) == 10
+    for s in (s1, s2, s3):
+        assert [int(c) for c in s.count] == [10, 10]  # one counter per parameter
     for x, y in zip(s3.nu, s2.nu):
         torch.testing.assert_close(x, y, **tol)
+
+
+def test_fused_apply_gives_way_when_step_counters_differ():
+    """apply_scaled reads one step value; with counters that differ it declines (None) and
+    leaves the state untouched, and update() computes each parameter at its own step."""
+    impl = transform.scale_by_adam()
+    p = [torch.ones(3), torch.ones(2)]
+    state = impl.init(p)
+    impl.update([torch.ones(3), None], state, params=p)  # the second parameter skips a step
+    assert [int(c) for c in state.count] == [1, 0]
+    before = [x.clone() for x in state.mu]
+    assert (
+        impl._difopt_apply(
+            [torch.ones(3), torch.ones(2)], state, params=p, factor=-1.0, inplace=True
+        )
+        is None
+    )
+    assert [int(c) for c in state.count] == [1, 0]
+    torch.testing.assert_close(list(state.mu), before)
+    out, state = impl.update([torch.full((3,), 3.0), torch.full((2,), 3.0)], state, params=p)
+    assert [int(c) for c in state.count] == [2, 1]
+
+    def adam_direction(gs: list[float]) -> float:  # closed form, the steps of one parameter
+        mu = nu = 0.0
+        for g in gs:
+            mu, nu = 0.9 * mu + 0.1 * g, 0.999 * nu + 0.001 * g * g
+        t = len(gs)
+        return (mu / (1 - 0.9**t)) / (math.sqrt(nu / (1 - 0.999**t)) + 1e-8)
+
+    expected = [
+        torch.full((3,), adam_direction([1.0, 3.0])),
+        torch.full((2,), adam_direction([3.0])),
+    ]
+    torch.testing.assert_close(list(out), expected)
 
 
 def test_fused_apply_is_differentiable():

@@ -98,6 +98,12 @@ def _why_not_fusable(
     return None
 
 
+def _counters_agree(count: Any) -> bool:
+    """Whether the per-parameter step counters hold one value (one call of the op)."""
+    counts = optree.tree_leaves(count, namespace=NAMESPACE)
+    return len(counts) > 0 and len(set(torch.stack(counts).tolist())) == 1
+
+
 def _fallback_warning(op: str, reason: str) -> None:
     if reason != "empty":
         registry.warn_once(
@@ -146,17 +152,21 @@ def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransform
         inplace: bool,
     ) -> tuple[Tensors, Any]:
         gs = _contiguous(gs)
-        count = state.count if counted else None
-        step = None if count is None else count + 1
+        # The counters (one per parameter) agree here: update() is wrapped by core's by_step,
+        # and apply_scaled checks them. The op takes the step as one 0-d tensor.
+        counts = optree.tree_leaves(state.count, namespace=NAMESPACE) if counted else []
+        step = counts[0] + 1 if counts else None
         if inplace and not _on_graph(gs, *states, params or []):
             out = params if params is not None else [torch.empty_like(g) for g in gs]
             kernel.inplace(out, states, gs, step, factor, params is not None)
-            if count is not None:
-                count.add_(1)
+            if counts:
+                torch._foreach_add_(counts, 1)
             return list(out), state
         out, *new_states = kernel.functional(gs, states, params or [], step, factor)
         trees = {f: optree.tree_unflatten(spec, xs) for f, xs in zip(kernel.fields, new_states)}
-        return out, kernel.state_type(**trees, **({"count": step} if counted else {}))
+        if counted:
+            trees["count"] = optree.tree_unflatten(spec, list(torch._foreach_add(counts, 1)))
+        return out, kernel.state_type(**trees)
 
     def leaves(state: Any) -> list[Tensors]:
         return [optree.tree_leaves(getattr(state, f), namespace=NAMESPACE) for f in kernel.fields]
@@ -181,6 +191,8 @@ def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransform
         states = leaves(state)
         if _why_not_fusable(gs, states, ps) is not None:
             return None  # the caller falls back to update(), which warns
+        if counted and not _counters_agree(state.count):
+            return None  # update() runs the op once per step value
         return run(gs, spec, states, state, ps, factor, inplace)
 
     return FusedApplyTransformation(pure.init, update, apply_scaled)

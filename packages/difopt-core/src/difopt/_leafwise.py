@@ -205,19 +205,67 @@ def assign(dst: Tensors, src: Tensors, inplace: bool) -> Tensors:
     return dst
 
 
-def step_value(count: torch.Tensor) -> int | torch.Tensor:
-    """The step counter as a Python int when it can be read without a transform in the way."""
-    try:
-        return int(count)
-    except RuntimeError:  # a batched / traced counter inside torch.func
+# Step counters. Every transformation that counts steps keeps one counter per parameter, as
+# TorchOpt and torch.optim do: a tree shaped like the parameters of 0-d int64 tensors on the
+# CPU (reading one never synchronises a device). A parameter whose update is missing (None)
+# keeps its count (see difopt._missing); a call of a transformation's update only ever sees
+# counters that agree (:func:`difopt._missing.by_step` splits the call where they do not), so
+# the arithmetic reads one step value for all leaves.
+
+
+def count_init(params: Any) -> Any:
+    """A step counter per leaf of ``params``, at 0."""
+    ps, spec = flatten(params)
+    return unflatten(spec, [torch.zeros((), dtype=torch.int64) for _ in ps])
+
+
+def count_inc(count: Any, inplace: bool) -> Any:
+    """``count`` with every counter advanced by one (in place with ``inplace``)."""
+    cs, spec = flatten(count)
+    if not cs:
         return count
-
-
-def count_init() -> torch.Tensor:
-    return torch.zeros((), dtype=torch.int64)
-
-
-def count_inc(count: torch.Tensor, inplace: bool) -> torch.Tensor:
     if inplace:
-        return count.add_(1)
-    return count + 1
+        if foreach_ok(cs):
+            torch._foreach_add_(cs, 1)
+        else:
+            for c in cs:
+                c.add_(1)
+        return count
+    if foreach_ok(cs):
+        return unflatten(spec, list(torch._foreach_add(cs, 1)))
+    return unflatten(spec, [c + 1 for c in cs])
+
+
+def step_values(count: Any) -> list[int] | None:
+    """Every counter of ``count`` as a Python int, or None when one cannot be read (a batched
+    or traced counter inside a ``torch.func`` transform)."""
+    cs = leaves(count)
+    if not cs:
+        return []
+    try:
+        if len(cs) == 1:
+            return [int(cs[0])]
+        return torch.stack(cs).tolist()
+    except RuntimeError:
+        return None
+
+
+def step_value(count: Any) -> int | torch.Tensor:
+    """The step value of ``count``, whose counters agree: a Python int when it can be read
+    without a transform in the way, else the (first) counter tensor itself."""
+    cs = leaves(count)
+    if not cs:
+        return 0
+    try:
+        return int(cs[0])
+    except RuntimeError:  # a batched / traced counter inside torch.func
+        return cs[0]
+
+
+def uniform_step(count: Any) -> int | None:
+    """The step value shared by all counters of ``count``; None when they differ or when one
+    cannot be read. The fused paths (``apply_scaled``) take it, and give way otherwise."""
+    values = step_values(count)
+    if not values or any(v != values[0] for v in values):
+        return None
+    return values[0]

@@ -13,7 +13,7 @@ import functools
 import inspect
 from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
-from difopt._missing import complete_update, none_aware
+from difopt._missing import by_step, complete_update, none_aware
 
 __all__ = [
     "ChainedGradientTransformation",
@@ -240,7 +240,7 @@ def transformation(factory: _F) -> _F:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         inner = factory(*bound.args, **bound.kwargs)
-        out = _RecordedTransformation(inner.init, none_aware(inner.update))
+        out = _RecordedTransformation(inner.init, none_aware(by_step(inner.update)))
         out._difopt_call = (wrapper, tuple(bound.arguments.items()))
         out._difopt_apply = getattr(inner, "apply_scaled", None)
         return out

@@ -144,9 +144,8 @@ class Optimizer:
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         """Update the parameters from their ``.grad``.
 
-        A parameter whose ``.grad`` is None is left unchanged, and so is its state (moments), as
-        in torch.optim; unlike torch.optim, which counts steps per parameter, the group's step
-        count still advances (it is shared by the group's parameters).
+        A parameter whose ``.grad`` is None is left unchanged, and so is its state (moments and
+        step count), as in torch.optim, which counts steps per parameter too.
 
         Args:
             closure: re-evaluates the model and returns the loss (it runs with grad enabled).

@@ -1,7 +1,8 @@
 """Adaptive scalings: Adam and its family, RMS-based and accumulating rules.
 
-Each keeps its moments as pytrees with the structure of the parameters and a step counter
-(a 0-d int64 tensor on the CPU, so reading it never synchronises a device). With
+Each keeps its moments as pytrees with the structure of the parameters, and those that count
+steps a counter per parameter (0-d int64 tensors on the CPU, so reading one never
+synchronises a device). With
 ``inplace=True`` the state tensors are updated in place (torch.optim's memory behaviour);
 with ``inplace=False`` new tensors are returned and the update is differentiable.
 """
@@ -55,7 +56,7 @@ class ScaleByAdamState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
+    count: Any  # TorchOpt's name; shadows tuple.count
 
 
 def _adam_direction(
@@ -136,7 +137,7 @@ def scale_by_adam(
 
     def init(params: Any) -> ScaleByAdamState:
         mu, nu = _moments(params, 2, moment_requires_grad)
-        return ScaleByAdamState(mu=mu, nu=nu, count=lw.count_init())
+        return ScaleByAdamState(mu=mu, nu=nu, count=lw.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
@@ -157,13 +158,13 @@ def scale_by_adam(
         ps = lw.leaves(params)
         if not _fusable(gs, ps):
             return None
-        count = state.count
-        if lw.step_value(count) is count:  # traced counter: keep to update()
+        t = lw.uniform_step(state.count)
+        if t is None:  # counters that differ, or traced ones: keep to update()
             return None
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-        count = lw.count_inc(count, inplace)
-        t = int(count)
+        count = lw.count_inc(state.count, inplace)
+        t += 1
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
         # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
         #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
@@ -184,7 +185,7 @@ class ScaleByAdamaxState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
+    count: Any  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -201,7 +202,7 @@ def scale_by_adamax(
 
     def init(params: Any) -> ScaleByAdamaxState:
         mu, nu = _moments(params, 2, moment_requires_grad)
-        return ScaleByAdamaxState(mu=mu, nu=nu, count=lw.count_init())
+        return ScaleByAdamaxState(mu=mu, nu=nu, count=lw.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
@@ -222,7 +223,7 @@ class ScaleByRAdamState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
+    count: Any  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -246,7 +247,7 @@ def scale_by_radam(
 
     def init(params: Any) -> ScaleByRAdamState:
         mu, nu = _moments(params, 2, moment_requires_grad)
-        return ScaleByRAdamState(mu=mu, nu=nu, count=lw.count_init())
+        return ScaleByRAdamState(mu=mu, nu=nu, count=lw.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
@@ -469,8 +470,8 @@ class ScaleByNadamState(NamedTuple):
 
     mu: Any
     nu: Any
-    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
-    mu_product: torch.Tensor
+    count: Any  # TorchOpt's name; shadows tuple.count
+    mu_product: Any
 
 
 @transformation
@@ -494,8 +495,9 @@ def scale_by_nadam(
 
     def init(params: Any) -> ScaleByNadamState:
         mu, nu = _moments(params, 2, moment_requires_grad)
-        one = torch.ones((), dtype=torch.float64)
-        return ScaleByNadamState(mu=mu, nu=nu, count=lw.count_init(), mu_product=one)
+        ps, spec = lw.flatten(params)
+        ones = lw.unflatten(spec, [torch.ones((), dtype=torch.float64) for _ in ps])
+        return ScaleByNadamState(mu=mu, nu=nu, count=lw.count_init(params), mu_product=ones)
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
@@ -505,15 +507,16 @@ def scale_by_nadam(
         t = lw.step_value(count)
         m_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
         m_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
-        mu_product = state.mu_product.mul_(m_t) if inplace else state.mu_product * m_t
-        prod = float(mu_product) if isinstance(t, int) else mu_product
+        products = lw.leaves(state.mu_product)  # one per parameter, equal within a call
+        mu_product = lw.mul_(products, m_t) if inplace else lw.mul(products, m_t)
+        prod = float(mu_product[0]) if isinstance(t, int) else mu_product[0]
         bc2 = 1.0 - _power(b2, t)
         denom = lw.add_scalar(lw.sqrt(lw.mul(nu, 1.0 / bc2)), eps)
         c_g = (1.0 - m_t) / (1.0 - prod)
         c_m = m_next / (1.0 - prod * m_next)
         out = [(c_g * g + c_m * m) / d for g, m, d in zip(gs, mu, denom)]
         new_state = ScaleByNadamState(
-            lw.unflatten(spec, mu), lw.unflatten(spec, nu), count, mu_product
+            lw.unflatten(spec, mu), lw.unflatten(spec, nu), count, lw.unflatten(spec, mu_product)
         )
         return lw.unflatten(spec, out), new_state
 
@@ -561,7 +564,7 @@ class ScaleByAdanState(NamedTuple):
     delta: Any
     nu: Any
     prev: Any
-    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
+    count: Any  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -589,7 +592,7 @@ def scale_by_adan(
 
     def init(params: Any) -> ScaleByAdanState:
         mu, delta, nu, prev = _moments(params, 4, moment_requires_grad)
-        return ScaleByAdanState(mu, delta, nu, prev, lw.count_init())
+        return ScaleByAdanState(mu, delta, nu, prev, lw.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)

@@ -67,7 +67,7 @@ def scale(step_size: float) -> GradientTransformation:
 class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule`: the number of steps taken."""
 
-    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
+    count: Any  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -81,7 +81,7 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
         raise TypeError(f"Invalid value for 'step_size_fn': {step_size_fn!r} (expected a callable)")
 
     def init(params: Any) -> ScaleByScheduleState:
-        return ScaleByScheduleState(count=lw.count_init())
+        return ScaleByScheduleState(count=lw.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
@@ -162,7 +162,7 @@ class TraceState(NamedTuple):
     """State of :func:`trace`: the momentum buffer and the number of steps taken."""
 
     trace: Any
-    count: torch.Tensor  # type: ignore[assignment]  # TorchOpt's name; shadows tuple.count
+    count: Any  # TorchOpt's name; shadows tuple.count
 
 
 @transformation
@@ -195,7 +195,7 @@ def trace(
     def init(params: Any) -> TraceState:
         ps, spec = lw.flatten(params)
         buf = lw.zeros_like(ps, moment_requires_grad)
-        return TraceState(trace=lw.unflatten(spec, buf), count=lw.count_init())
+        return TraceState(trace=lw.unflatten(spec, buf), count=lw.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
