@@ -2,12 +2,12 @@
 
 Every package listed in ``PACKAGES`` gets the same family of sessions (``tests``,
 ``doctests``, ``lint``, ``typecheck``, and ``check``, which runs the first three of those in one
-environment); ``ci`` fans out to ``check`` for every package. ``demo``, ``docs`` and
-``bench`` work on the repository as a whole.
+environment); ``ci`` fans out to ``check`` for every package. ``examples``, ``demo``, ``docs``
+and ``bench`` work on the repository as a whole.
 
     nox -s ci                                    # what CI runs (also plain ``nox``)
     nox -s "tests(package='difopt-core')" -- -k adam -x
-    nox -s demo | docs | bench
+    nox -s examples | demo | docs | bench
     nox -l                                       # list every session
 
 Each session builds a fresh virtual environment with ``venv`` and pip (pip finds the local
@@ -209,12 +209,13 @@ def template(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
-    """Everything CI checks: lint, typecheck and tests of every package, the template, and
-    TorchOpt 0.7.3's own test suite run against difopt."""
+    """Everything CI checks: lint, typecheck and tests of every package, the template, the
+    examples, and TorchOpt 0.7.3's own test suite run against difopt."""
     for package in PACKAGES:
         session.notify(f"check(package='{package}')")
     session.notify("lint_repo")
     session.notify("template")
+    session.notify("examples")
     session.notify("torchopt_tests")
 
 
@@ -301,6 +302,25 @@ def demo(session: nox.Session) -> None:
         str(ROOT / "examples" / "maml_sinusoid.py"),
         *session.posargs,
         env={"MPLBACKEND": "Agg"},
+    )
+
+
+# The plugins the single-process examples use (the distributed one is tested by its package).
+EXAMPLE_PACKAGES = ("difopt-implicit", "difopt-visual", "difopt-zeroorder")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every single-process example in examples/ end to end (examples/test_examples.py):
+    each must exit 0, i.e. pass its own check that it learned what it shows."""
+    targets = [str(_package_dir(p)) for p in (CORE, *EXAMPLE_PACKAGES)]
+    _pip(session, "torch", *targets, "tqdm", "matplotlib", "pytest")
+    session.run(
+        "pytest",
+        str(ROOT / "examples" / "test_examples.py"),
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
     )
 
 
