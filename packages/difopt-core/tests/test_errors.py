@@ -32,6 +32,11 @@ BAD_HYPER = [
     (difopt.adam, dict(use_accelerated_op="yes"), "'use_accelerated_op'"),
     (difopt.sgd, dict(lr=0.1, momentum=0.9, use_accelerated_op=1), "'use_accelerated_op'"),
     (difopt.rmsprop, dict(use_accelerated_op="no"), "'use_accelerated_op'"),
+    (difopt.adam, dict(amsgrad="yes"), "'amsgrad'"),
+    (difopt.adamw, dict(amsgrad=1), "'amsgrad'"),
+    (difopt.adam, dict(decoupled_weight_decay=1), "'decoupled_weight_decay'"),
+    (difopt.radam, dict(decoupled_weight_decay="no"), "'decoupled_weight_decay'"),
+    (difopt.radam, dict(weight_decay=-0.1, decoupled_weight_decay=True), "'weight_decay'"),
 ]
 
 

@@ -223,6 +223,7 @@ STEP_CASES = {
     "adam": (difopt.adam, torch.optim.Adam, dict(lr=0.05)),
     "adam-wd": (difopt.adam, torch.optim.Adam, dict(lr=0.05, weight_decay=0.1)),
     "adamw": (difopt.adamw, torch.optim.AdamW, dict(lr=0.05, weight_decay=0.1)),
+    "amsgrad": (difopt.adam, torch.optim.Adam, dict(lr=0.05, betas=(0.9, 0.6), amsgrad=True)),
     "adamax": (difopt.adamax, torch.optim.Adamax, dict(lr=0.05, eps=1e-8)),
     "radam": (difopt.radam, torch.optim.RAdam, dict(lr=0.05)),
     "nadam": (difopt.nadam, torch.optim.NAdam, dict(lr=0.05)),

@@ -18,8 +18,18 @@ CASES = [
     ("adam", torch.optim.Adam, dict(lr=1e-2)),
     ("adam", torch.optim.Adam, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
     ("adam", torch.optim.Adam, dict(lr=1e-2, maximize=True)),
+    ("adam", torch.optim.Adam, dict(lr=1e-2, amsgrad=True)),
+    # betas[1] = 0.6 forgets fast, so the AMSGrad maximum holds many entries (see
+    # test_amsgrad_cases_exercise_the_maximum).
+    (
+        "adam",
+        torch.optim.Adam,
+        dict(lr=1e-2, betas=(0.9, 0.6), amsgrad=True, weight_decay=0.1, maximize=True),
+    ),
+    ("adam", torch.optim.Adam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
     ("adamw", torch.optim.AdamW, dict(lr=1e-2)),
     ("adamw", torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.5, maximize=True)),
+    ("adamw", torch.optim.AdamW, dict(lr=1e-2, betas=(0.9, 0.6), weight_decay=0.3, amsgrad=True)),
     ("sgd", torch.optim.SGD, dict(lr=1e-2)),
     ("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.9)),
     ("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.9, nesterov=True)),
@@ -39,6 +49,11 @@ CASES = [
     ("adamax", torch.optim.Adamax, dict(lr=1e-2, eps=1e-8, weight_decay=0.1, maximize=True)),
     ("radam", torch.optim.RAdam, dict(lr=1e-2, eps=1e-8)),
     ("radam", torch.optim.RAdam, dict(lr=1e-2, eps=1e-8, weight_decay=0.1)),
+    (
+        "radam",
+        torch.optim.RAdam,
+        dict(lr=1e-2, eps=1e-8, weight_decay=0.1, decoupled_weight_decay=True),
+    ),
     ("adadelta", torch.optim.Adadelta, dict(lr=1.0)),
     ("adadelta", torch.optim.Adadelta, dict(lr=0.5, rho=0.8, weight_decay=0.1)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2)),
@@ -113,6 +128,25 @@ def test_functional_matches_torch_optim(case, inplace):
             params = difopt.apply_updates(params, updates, inplace=False)
             params = {k: v.detach().requires_grad_() for k, v in params.items()}
     assert max_rel_err(params.values(), expected) < RTOL
+
+
+def test_amsgrad_cases_exercise_the_maximum():
+    """The AMSGrad rows above are not plain Adam in disguise: the running maximum differs
+    from the second moment in many entries, and the parameters from Adam's."""
+    kw = dict(lr=1e-2, betas=(0.9, 0.6), weight_decay=0.1)
+    amsgrad = _torch_reference(torch.optim.Adam, dict(kw, amsgrad=True))
+    plain = _torch_reference(torch.optim.Adam, kw)
+    assert max_rel_err(amsgrad, plain) > 1e-3
+    model, data = make_mlp(), make_data()
+    opt = difopt.Adam(model.parameters(), amsgrad=True, **kw)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        mse(model, data).backward()
+        opt.step()
+    (state,) = [s for s in opt.state_groups[0] if hasattr(s, "nu_max")]
+    held = sum(int((m > v).sum()) for m, v in zip(state.nu_max, state.nu))
+    total = sum(v.numel() for v in state.nu)
+    assert held > total // 10, (held, total)
 
 
 def test_param_groups_match_torch_optim():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import difopt
-from difopt import transform
+from difopt import registry, transform
 from difopt.schedule import (
     cosine_decay,
     exponential_decay,
@@ -294,3 +294,33 @@ def test_centered_rms_variance_is_exactly_zero_where_mean_square_equals_square_m
     tx = difopt.transform.scale_by_stddev(alpha=0.0, eps=1e-3)
     out, _ = tx.update([g.clone()], tx.init([p]), inplace=inplace)
     torch.testing.assert_close(out[0], g / 1e-3)
+
+
+def test_scale_by_amsgrad_closed_form():
+    """Two steps, g = 2 then 0 (b1 = 0.9, b2 = 0.5): nu falls from 2 to 1, nu_max stays 2, and
+    the second output is (mu_2 / (1 - b1^2)) / sqrt(nu_max / (1 - b2^2)) = (0.18 / 0.19) /
+    sqrt(2 / 0.75)."""
+    tx = difopt.transform.scale_by_amsgrad(b1=0.9, b2=0.5, eps=0.0)
+    for inplace in (True, False):
+        p = torch.zeros(3, dtype=torch.float64)
+        state = tx.init(p)
+        out, state = tx.update(torch.full_like(p, 2.0), state, inplace=inplace)
+        torch.testing.assert_close(out, torch.ones_like(p))  # (0.2 / 0.1) / sqrt(2 / 0.5)
+        out, state = tx.update(torch.zeros_like(p), state, inplace=inplace)
+        torch.testing.assert_close(state.nu, torch.ones_like(p))
+        torch.testing.assert_close(state.nu_max, torch.full_like(p, 2.0))
+        expected = (0.18 / 0.19) / math.sqrt(2.0 / 0.75)
+        torch.testing.assert_close(out, torch.full_like(p, expected))
+        assert int(state.count) == 2
+
+
+def test_amsgrad_with_use_accelerated_op_warns_once_and_runs_pure():
+    registry._warned.discard("amsgrad-accelerated")
+    with pytest.warns(registry.PluginWarning, match="no AMSGrad variant"):
+        tx = difopt.adam(0.1, amsgrad=True, use_accelerated_op=True)
+    pure = difopt.adam(0.1, amsgrad=True)
+    p = [torch.randn(4, dtype=torch.float64)]
+    g = [torch.randn(4, dtype=torch.float64)]
+    a, _ = tx.update(g, tx.init(p), params=p, inplace=False)
+    b, _ = pure.update(g, pure.init(p), params=p, inplace=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

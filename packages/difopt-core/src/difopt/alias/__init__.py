@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from difopt import _validate as check
+from difopt import registry
 from difopt.base import GradientTransformation, identity
 from difopt.combine import chain
 from difopt.transform import (
@@ -27,6 +28,7 @@ from difopt.transform import (
     scale_by_adam,
     scale_by_adamax,
     scale_by_adan,
+    scale_by_amsgrad,
     scale_by_lion,
     scale_by_nadam,
     scale_by_neg_lr,
@@ -125,23 +127,21 @@ def sgd(
     )
 
 
-def _adam_like(
+def _around(
+    core: GradientTransformation,
     lr: Any,
-    betas: Any,
-    eps: float,
     weight_decay: float,
-    eps_root: float,
-    moment_requires_grad: bool,
     maximize: bool,
-    use_accelerated_op: bool,
     decoupled: bool,
     mask: Any = None,
 ) -> GradientTransformation:
-    check.learning_rate("lr", lr)
-    check.betas("betas", betas)
-    check.boolean("use_accelerated_op", use_accelerated_op)
-    scaler = scale_by_accelerated_adam if use_accelerated_op else scale_by_adam
-    core = scaler(betas[0], betas[1], eps, eps_root, moment_requires_grad)
+    """``core`` between the gradient's sign/weight decay and the learning rate.
+
+    Coupled: ``weight_decay * params`` is added to the gradient (an L2 penalty). Decoupled
+    (AdamW's rule, torch.optim's ``decoupled_weight_decay``): ``weight_decay * params`` is
+    added to the scaled update, so that the step multiplies the parameters by
+    ``1 - lr * weight_decay``.
+    """
     if decoupled:
         check.non_negative("weight_decay", weight_decay)
         return chain(
@@ -153,16 +153,49 @@ def _adam_like(
     return chain(flip_sign_and_add_weight_decay(weight_decay, maximize), core, scale_by_neg_lr(lr))
 
 
+def _adam_like(
+    lr: Any,
+    betas: Any,
+    eps: float,
+    weight_decay: float,
+    eps_root: float,
+    moment_requires_grad: bool,
+    maximize: bool,
+    use_accelerated_op: bool,
+    decoupled: bool,
+    amsgrad: bool = False,
+    mask: Any = None,
+) -> GradientTransformation:
+    check.learning_rate("lr", lr)
+    check.betas("betas", betas)
+    check.boolean("amsgrad", amsgrad)
+    check.boolean("use_accelerated_op", use_accelerated_op)
+    if amsgrad:
+        if use_accelerated_op:
+            registry.warn_once(
+                "amsgrad-accelerated",
+                "use_accelerated_op=True: the fused Adam op has no AMSGrad variant; "
+                "amsgrad=True runs the pure PyTorch implementation (same values)",
+            )
+        scaler: Callable[..., GradientTransformation] = scale_by_amsgrad
+    else:
+        scaler = scale_by_accelerated_adam if use_accelerated_op else scale_by_adam
+    core = scaler(betas[0], betas[1], eps, eps_root, moment_requires_grad)
+    return _around(core, lr, weight_decay, maximize, decoupled, mask)
+
+
 @forms("Adam", "MetaAdam", meta_defaults=_META)
 def adam(
     lr: Any = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
+    amsgrad: bool = False,
     *,
     eps_root: float = 0.0,
     moment_requires_grad: bool = False,
     maximize: bool = False,
+    decoupled_weight_decay: bool = False,
     use_accelerated_op: bool = False,
 ) -> GradientTransformation:
     """Adam (Kingma & Ba, 2014), as torch.optim.Adam.
@@ -171,13 +204,20 @@ def adam(
         lr: learning rate, a float or a schedule.
         betas: decay rates of the first and second moment estimates.
         eps: term added to the denominator for numerical stability.
-        weight_decay: L2 penalty added to the gradient (for decoupled decay use adamw).
+        weight_decay: L2 penalty added to the gradient (decoupled with
+            ``decoupled_weight_decay=True``).
+        amsgrad: use the running maximum of the second moment (AMSGrad,
+            :func:`difopt.transform.scale_by_amsgrad`).
         eps_root: term added inside the square root; > 0 keeps meta-gradients finite where
             the second moment is 0.
         moment_requires_grad: create the moments with ``requires_grad=True``.
         maximize: maximize the objective instead of minimizing it.
-        use_accelerated_op: use a fused native op from the plugin registry when installed.
+        decoupled_weight_decay: decay the weights directly, as AdamW does (torch.optim.Adam's
+            option of the same name).
+        use_accelerated_op: use a fused native op from the plugin registry when installed
+            (not for ``amsgrad``, which warns once and runs the pure implementation).
     """
+    check.boolean("decoupled_weight_decay", decoupled_weight_decay)
     return _adam_like(
         lr,
         betas,
@@ -187,7 +227,8 @@ def adam(
         moment_requires_grad,
         maximize,
         use_accelerated_op,
-        decoupled=False,
+        decoupled=decoupled_weight_decay,
+        amsgrad=amsgrad,
     )
 
 
@@ -197,6 +238,7 @@ def adamw(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
+    amsgrad: bool = False,
     *,
     eps_root: float = 0.0,
     mask: Any = None,
@@ -211,6 +253,8 @@ def adamw(
         betas: decay rates of the first and second moment estimates.
         eps: term added to the denominator for numerical stability.
         weight_decay: decoupled weight decay coefficient.
+        amsgrad: use the running maximum of the second moment (AMSGrad,
+            :func:`difopt.transform.scale_by_amsgrad`).
         eps_root: term added inside the square root.
         mask: pytree of bools (or a callable of the parameters returning one) selecting the
             parameters to decay.
@@ -228,6 +272,7 @@ def adamw(
         maximize,
         use_accelerated_op,
         decoupled=True,
+        amsgrad=amsgrad,
         mask=mask,
     )
 
@@ -273,6 +318,7 @@ def radam(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     *,
+    decoupled_weight_decay: bool = False,
     moment_requires_grad: bool = False,
     maximize: bool = False,
 ) -> GradientTransformation:
@@ -282,17 +328,18 @@ def radam(
         lr: learning rate, a float or a schedule.
         betas: decay rates of the first and second moment estimates.
         eps: term added to the denominator for numerical stability.
-        weight_decay: L2 penalty added to the gradient.
+        weight_decay: L2 penalty added to the gradient (decoupled with
+            ``decoupled_weight_decay=True``).
+        decoupled_weight_decay: decay the weights as AdamW does instead of adding an L2
+            penalty to the gradient (torch.optim.RAdam's option of the same name).
         moment_requires_grad: create the moments with ``requires_grad=True``.
         maximize: maximize the objective instead of minimizing it.
     """
     check.learning_rate("lr", lr)
     check.betas("betas", betas)
-    return chain(
-        flip_sign_and_add_weight_decay(weight_decay, maximize),
-        scale_by_radam(betas[0], betas[1], eps, moment_requires_grad=moment_requires_grad),
-        scale_by_neg_lr(lr),
-    )
+    check.boolean("decoupled_weight_decay", decoupled_weight_decay)
+    core = scale_by_radam(betas[0], betas[1], eps, moment_requires_grad=moment_requires_grad)
+    return _around(core, lr, weight_decay, maximize, decoupled_weight_decay)
 
 
 @forms("Adadelta", "MetaAdadelta", classic_defaults={"lr": 1.0}, meta_defaults={**_META, "lr": 1.0})
@@ -459,14 +506,7 @@ def nadam(
     check.betas("betas", betas)
     check.boolean("decoupled_weight_decay", decoupled_weight_decay)
     core = scale_by_nadam(betas[0], betas[1], eps, momentum_decay, moment_requires_grad)
-    if decoupled_weight_decay:
-        return chain(
-            flip_sign_and_add_weight_decay(0.0, maximize),
-            core,
-            add_decayed_weights(weight_decay),
-            scale_by_neg_lr(lr),
-        )
-    return chain(flip_sign_and_add_weight_decay(weight_decay, maximize), core, scale_by_neg_lr(lr))
+    return _around(core, lr, weight_decay, maximize, decoupled_weight_decay)
 
 
 @forms("Lion", "MetaLion", meta_defaults=_META)

@@ -23,6 +23,7 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByAdanState",
+    "ScaleByAmsgradState",
     "ScaleByLionState",
     "ScaleByNadamState",
     "ScaleByRAdamState",
@@ -33,6 +34,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_adan",
+    "scale_by_amsgrad",
     "scale_by_lion",
     "scale_by_nadam",
     "scale_by_radam",
@@ -178,6 +180,78 @@ def scale_by_adam(
         return new_params, new_state
 
     return FusedApplyTransformation(init, update, apply_scaled)
+
+
+class ScaleByAmsgradState(NamedTuple):
+    """State of :func:`scale_by_amsgrad`: Adam's moments, the running maximum of the second
+    moment and the step count."""
+
+    mu: Any
+    nu: Any
+    nu_max: Any
+    count: Any  # Optax's and TorchOpt's name; shadows tuple.count
+
+
+@transformation
+def scale_by_amsgrad(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """Rescale updates by Adam's moments with the AMSGrad maximum (Reddi et al., 2018).
+
+    As :func:`scale_by_adam`, but the denominator uses the running maximum of the second
+    moment, ``nu_max = max(nu_max, nu)``, so the effective step size never grows:
+    ``mu_hat / (sqrt(nu_max / (1 - b2^t) + eps_root) + eps)``. This is torch.optim's
+    ``amsgrad=True``: the maximum is taken over the raw moments and bias-corrected with the
+    current step (Optax's ``scale_by_amsgrad`` takes it over bias-corrected moments). Through
+    the maximum, meta-gradients flow to whichever of ``nu_max`` and ``nu`` is larger (split
+    evenly on a tie).
+
+    Args:
+        b1: decay rate of the first moment.
+        b2: decay rate of the second moment.
+        eps: term added to the denominator outside the square root.
+        eps_root: term added inside the square root (see :func:`scale_by_adam`).
+        moment_requires_grad: create the moments with ``requires_grad=True``.
+
+    References:
+        Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
+    """
+    check.unit_interval("b1", b1)
+    check.unit_interval("b2", b2)
+    check.non_negative("eps", eps)
+    check.non_negative("eps_root", eps_root)
+
+    def init(params: Any) -> ScaleByAmsgradState:
+        mu, nu, nu_max = _moments(params, 3, moment_requires_grad)
+        return ScaleByAmsgradState(mu=mu, nu=nu, nu_max=nu_max, count=lw.count_init(params))
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        gs, spec = lw.flatten(updates)
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
+        old_max = lw.leaves(state.nu_max)
+        if inplace and lw.foreach_ok(old_max):
+            torch._foreach_maximum_(old_max, nu)
+            nu_max = list(old_max)
+        elif inplace:
+            nu_max = [torch.maximum(m, v, out=m) for m, v in zip(old_max, nu)]
+        else:
+            nu_max = [torch.maximum(m, v) for m, v in zip(old_max, nu)]
+        count = lw.count_inc(state.count, inplace)
+        t = lw.step_value(count)
+        out = _adam_direction(
+            mu, nu_max, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
+        )
+        new_state = ScaleByAmsgradState(
+            lw.unflatten(spec, mu), lw.unflatten(spec, nu), lw.unflatten(spec, nu_max), count
+        )
+        return lw.unflatten(spec, out), new_state
+
+    return GradientTransformation(init, update)
 
 
 class ScaleByAdamaxState(NamedTuple):
