@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+import torch
+
 from difopt import _validate as check
 from difopt import registry
 from difopt.base import GradientTransformation, identity
 from difopt.combine import chain
 from difopt.transform import (
+    MUON_NS_COEFFICIENTS,
     accelerated_trace,
     add_decayed_weights,
     flip_sign_and_add_weight_decay,
@@ -30,6 +33,7 @@ from difopt.transform import (
     scale_by_adan,
     scale_by_amsgrad,
     scale_by_lion,
+    scale_by_muon,
     scale_by_nadam,
     scale_by_neg_lr,
     scale_by_radam,
@@ -48,6 +52,7 @@ __all__ = [
     "adan",
     "forms",
     "lion",
+    "muon",
     "nadam",
     "radam",
     "rmsprop",
@@ -596,3 +601,58 @@ def adan(
         add_decayed_weights(weight_decay),
         scale_by_neg_lr(step),
     )
+
+
+@forms("Muon", "MetaMuon", meta_defaults=_META)
+def muon(
+    lr: Any = 1e-3,
+    weight_decay: float = 0.1,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: tuple[float, float, float] = MUON_NS_COEFFICIENTS,
+    eps: float = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+    *,
+    ns_dtype: torch.dtype | None = torch.bfloat16,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Muon (Jordan et al., 2024), as torch.optim.Muon: orthogonalized momentum for 2-D
+    parameters, with decoupled weight decay.
+
+    Each step: ``mu = momentum * mu + (1 - momentum) * g``; the direction (``mu``, or its
+    Nesterov look-ahead) is orthogonalized by ``ns_steps`` Newton-Schulz iterations
+    (:func:`difopt.transform.newton_schulz`) and scaled by a factor of the matrix's shape
+    (``adjust_lr_fn``); the parameters become ``p - lr * (weight_decay * p + update)``.
+
+    Every parameter must be a 2-D matrix: optimize biases, norms and embeddings with another
+    optimizer (torch.optim.Muon asks the same).
+
+    Args:
+        lr: learning rate, a float or a schedule.
+        weight_decay: decoupled weight decay coefficient.
+        momentum: decay of the momentum buffer.
+        nesterov: use the Nesterov look-ahead.
+        ns_coefficients: ``(a, b, c)`` of the quintic Newton-Schulz iteration.
+        eps: lower bound on the norm the direction is divided by.
+        ns_steps: Newton-Schulz iterations per step.
+        adjust_lr_fn: ``None``/``"original"`` (``sqrt(max(1, rows / cols))``) or
+            ``"match_rms_adamw"`` (``0.2 * sqrt(max(rows, cols))``).
+        ns_dtype: dtype of the iteration: ``torch.bfloat16`` as torch.optim.Muon, or ``None``
+            for the parameters' own dtype (meta-gradients that must be accurate).
+        moment_requires_grad: create the momentum buffer with ``requires_grad=True``.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    check.learning_rate("lr", lr)
+    core = scale_by_muon(
+        momentum,
+        nesterov,
+        ns_coefficients,
+        ns_steps,
+        eps,
+        adjust_lr_fn,
+        ns_dtype=ns_dtype,
+        moment_requires_grad=moment_requires_grad,
+    )
+    return _around(core, lr, weight_decay, maximize, decoupled=True)

@@ -18,6 +18,7 @@ from difopt.optim.meta import (
     MetaAdamW,
     MetaAdan,
     MetaLion,
+    MetaMuon,
     MetaNAdam,
     MetaOptimizer,
     MetaRAdam,
@@ -37,6 +38,7 @@ RMSProp = classic_class(_alias.rmsprop)
 NAdam = classic_class(_alias.nadam)
 Lion = classic_class(_alias.lion)
 Adan = classic_class(_alias.adan)
+Muon = classic_class(_alias.muon)
 
 # TorchOpt's alternative spellings: the same objects.
 AdaMax = Adamax
@@ -67,12 +69,14 @@ __all__ = [
     "MetaAdamax",
     "MetaAdan",
     "MetaLion",
+    "MetaMuon",
     "MetaNAdam",
     "MetaOptimizer",
     "MetaRAdam",
     "MetaRMSProp",
     "MetaRMSprop",
     "MetaSGD",
+    "Muon",
     "NAdam",
     "Optimizer",
     "RAdam",

@@ -43,8 +43,15 @@ from difopt.transform._core import (
     scale_by_schedule,
     trace,
 )
+from difopt.transform._muon import (
+    MUON_NS_COEFFICIENTS,
+    ScaleByMuonState,
+    newton_schulz,
+    scale_by_muon,
+)
 
 __all__ = [
+    "MUON_NS_COEFFICIENTS",
     "MaskedState",
     "ScaleByAdaDeltaState",
     "ScaleByAdamState",
@@ -52,6 +59,7 @@ __all__ = [
     "ScaleByAdanState",
     "ScaleByAmsgradState",
     "ScaleByLionState",
+    "ScaleByMuonState",
     "ScaleByNadamState",
     "ScaleByRAdamState",
     "ScaleByRStdDevState",
@@ -64,6 +72,7 @@ __all__ = [
     "flip_sign_and_add_weight_decay",
     "masked",
     "nan_to_num",
+    "newton_schulz",
     "scale",
     "scale_by_accelerated_adam",
     "scale_by_accelerated_rms",
@@ -74,6 +83,7 @@ __all__ = [
     "scale_by_adan",
     "scale_by_amsgrad",
     "scale_by_lion",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_neg_lr",
     "scale_by_radam",

@@ -17,6 +17,7 @@ MetaRMSProp = meta_class(_alias.rmsprop)
 MetaNAdam = meta_class(_alias.nadam)
 MetaLion = meta_class(_alias.lion)
 MetaAdan = meta_class(_alias.adan)
+MetaMuon = meta_class(_alias.muon)
 
 # TorchOpt's alternative spellings: the same objects.
 MetaAdaMax = MetaAdamax
@@ -35,6 +36,7 @@ __all__ = [
     "MetaAdamax",
     "MetaAdan",
     "MetaLion",
+    "MetaMuon",
     "MetaNAdam",
     "MetaOptimizer",
     "MetaRAdam",
