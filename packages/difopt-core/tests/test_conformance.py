@@ -1,0 +1,255 @@
+"""Conformance suite: contracts every registered optimizer must keep, in all three forms.
+
+The table is the ``difopt.optimizers`` entry-point group itself (core's aliases and any
+installed plugin's), so an optimizer added later is tested here without being listed. Values
+are checked against the optimizer's own forms and against invariants (a zero learning rate
+moves nothing, a functional update mutates nothing, a resumed run is bit-identical, a
+parameter without gradient is left alone, a meta step passes gradcheck); the comparisons with
+independent oracles (torch.optim, closed forms) live in the optimizer-specific tests.
+
+The problem has 2-D parameters only (Muon takes nothing else), in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import pickle
+import warnings
+
+import pytest
+import torch
+
+import difopt
+from difopt import registry
+from difopt.optim._forms import classic_class, meta_class
+
+GROUP = "difopt.optimizers"
+# Hyper-parameters other than the defaults, where a default would make a check vacuous or a
+# required argument has no default (any optimizer not listed gets lr=1e-2 if lr is required).
+KWARGS = {
+    "sgd": dict(lr=0.1, momentum=0.9),
+    "adadelta": dict(lr=1.0),
+    "muon": dict(lr=0.05, ns_dtype=None),  # bfloat16 would defeat the float64 comparisons
+}
+
+
+def _loadable() -> list[str]:
+    out = []
+    for name in sorted(registry.names(GROUP)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                registry.load(GROUP, name)
+        except Exception:  # noqa: BLE001  (broken fixtures are tested by test_plugins)
+            continue
+        out.append(name)
+    return out
+
+
+NAMES = _loadable()
+
+
+def alias_of(name: str):
+    return registry.load(GROUP, name)
+
+
+def kwargs_of(name: str, **override) -> dict:
+    kw = dict(KWARGS.get(name, {}))
+    lr = inspect.signature(alias_of(name)).parameters.get("lr")
+    if lr is not None and lr.default is inspect.Parameter.empty:
+        kw.setdefault("lr", 1e-2)
+    kw.update(override)
+    return kw
+
+
+def make_params() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {
+        "w1": torch.randn(4, 3, dtype=torch.float64, generator=gen),
+        "w2": torch.randn(2, 4, dtype=torch.float64, generator=gen),
+    }
+
+
+X = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+Y = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+
+def loss_fn(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    return ((torch.tanh(X @ params["w1"].T) @ params["w2"].T - Y) ** 2).mean()
+
+
+def grads_at(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+    return dict(zip(leaves, torch.autograd.grad(loss_fn(leaves), list(leaves.values()))))
+
+
+def run_functional(impl, steps: int, inplace: bool) -> dict[str, torch.Tensor]:
+    params = {k: v.clone() for k, v in make_params().items()}
+    state = impl.init(params)
+    for _ in range(steps):
+        updates, state = impl.update(grads_at(params), state, params=params, inplace=inplace)
+        params = difopt.apply_updates(params, updates, inplace=inplace)
+    return params
+
+
+class Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        for k, v in make_params().items():
+            self.register_parameter(k, torch.nn.Parameter(v.clone()))
+
+    def forward(self) -> torch.Tensor:
+        return loss_fn({"w1": self.w1, "w2": self.w2})
+
+
+def run_classic(name: str, steps: int, **kw) -> list[torch.Tensor]:
+    net = Net()
+    opt = classic_class(alias_of(name))(net.parameters(), **kwargs_of(name, **kw))
+    for _ in range(steps):
+        opt.zero_grad()
+        net().backward()
+        opt.step()
+    return [p.detach() for p in net.parameters()]
+
+
+def leaves(tree) -> list[torch.Tensor]:
+    return [x for x in difopt.pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
+
+
+def explicit(name: str) -> dict:
+    """kwargs_of(name) plus the functional defaults of the hyper-parameters whose classic or
+    meta default differs (TorchOpt's class defaults, e.g. Adamax's lr), so that the three
+    forms run the same optimizer."""
+    kw = kwargs_of(name)
+    forms = getattr(alias_of(name), "__difopt_forms__", None) or {}
+    sig = inspect.signature(alias_of(name)).parameters
+    for key in (*forms.get("classic_defaults", {}), *forms.get("meta_defaults", {})):
+        if key != "moment_requires_grad":
+            kw.setdefault(key, sig[key].default)
+    return kw
+
+
+def test_core_optimizers_are_in_the_table():
+    core = {"sgd", "adam", "adamw", "adamax", "radam", "adadelta", "adagrad", "rmsprop"}
+    assert core | {"nadam", "lion", "adan", "muon"} <= set(NAMES)
+
+
+each_optimizer = pytest.mark.parametrize("name", NAMES)
+
+
+@each_optimizer
+def test_inplace_and_functional_updates_agree(name):
+    impl = alias_of(name)(**kwargs_of(name))
+    a = run_functional(impl, 5, inplace=True)
+    b = run_functional(impl, 5, inplace=False)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
+        assert not torch.equal(a[k], make_params()[k])  # the steps moved something
+
+
+@each_optimizer
+def test_functional_update_mutates_nothing(name):
+    impl = alias_of(name)(**kwargs_of(name))
+    params = make_params()
+    state = impl.init(params)
+    _, state = impl.update(grads_at(params), state, params=params, inplace=False)
+    grads = grads_at(params)
+    before = [x.clone() for x in leaves((params, grads, state))]
+    impl.update(grads, state, params=params, inplace=False)
+    after = leaves((params, grads, state))
+    assert all(torch.equal(x, y) for x, y in zip(before, after))
+
+
+@each_optimizer
+def test_classic_meta_and_functional_forms_agree(name):
+    kw = explicit(name)
+    expected = run_functional(alias_of(name)(**kw), 4, inplace=True)
+    classic = run_classic(name, 4, **kw)
+    net = Net()
+    meta = meta_class(alias_of(name))(net, **kw)
+    for _ in range(4):
+        meta.step(net())
+    for e, c, m in zip(expected.values(), classic, [net.w1, net.w2]):
+        torch.testing.assert_close(c, e, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(m.detach(), e, rtol=1e-10, atol=1e-12)
+
+
+@each_optimizer
+def test_meta_steps_pass_gradcheck(name):
+    """The outer loss after 2 meta steps, as a function of the initial parameters."""
+
+    def outer(w1, w2):
+        net = Net()
+        net._parameters["w1"] = w1 * 1.0
+        net._parameters["w2"] = w2 * 1.0
+        opt = meta_class(alias_of(name))(net, **kwargs_of(name))
+        for _ in range(2):
+            opt.step(net())
+        return net()
+
+    p = make_params()
+    inputs = tuple(v.clone().requires_grad_() for v in p.values())
+    assert torch.autograd.gradcheck(outer, inputs, eps=1e-6, atol=1e-5)
+
+
+@each_optimizer
+def test_zero_learning_rate_moves_nothing(name):
+    if "lr" not in inspect.signature(alias_of(name)).parameters:
+        pytest.skip("no learning rate")
+    for p, q in zip(run_classic(name, 3, lr=0.0), make_params().values()):
+        assert torch.equal(p, q)
+
+
+@each_optimizer
+def test_resumed_classic_run_is_bit_identical(name):
+    cls = classic_class(alias_of(name))
+    net = Net()
+    opt = cls(net.parameters(), **kwargs_of(name))
+    for step in range(5):
+        if step == 3:
+            saved_net, saved = copy.deepcopy(net), copy.deepcopy(opt.state_dict())
+        opt.zero_grad()
+        net().backward()
+        opt.step()
+    opt2 = cls(saved_net.parameters(), **kwargs_of(name))
+    opt2.load_state_dict(saved)
+    for _ in range(2):
+        opt2.zero_grad()
+        saved_net().backward()
+        opt2.step()
+    for a, b in zip(net.parameters(), saved_net.parameters()):
+        assert torch.equal(a, b)
+
+
+@each_optimizer
+def test_a_parameter_without_gradient_is_left_alone(name):
+    impl = alias_of(name)(**kwargs_of(name))
+    params = make_params()
+    state = impl.init(params)
+    _, state = impl.update(grads_at(params), state, params=params, inplace=False)
+    before = [x.clone() for x in leaves(state)]
+    grads = grads_at(params)
+    grads["w2"] = None
+    updates, new_state = impl.update(grads, state, params=params, inplace=False)
+    assert updates["w2"] is None and updates["w1"] is not None
+    # The state leaves shaped like w2 (its moments) are unchanged (counters: test_missing_grads).
+    after = leaves(new_state)
+    assert len(after) == len(before)
+    for old, new in zip(before, after):
+        if new.shape == params["w2"].shape:
+            assert torch.equal(old, new)
+
+
+@each_optimizer
+def test_transformation_pickles_compares_and_prints(name):
+    impl = alias_of(name)(**kwargs_of(name))
+    again = pickle.loads(pickle.dumps(impl))
+    assert again == impl
+    text = repr(impl)
+    assert "(" in text and "object at 0x" not in text
+    # The copy computes the same step.
+    a = run_functional(impl, 2, inplace=False)
+    b = run_functional(again, 2, inplace=False)
+    for k in a:
+        assert torch.equal(a[k], b[k])
