@@ -45,6 +45,7 @@ def test_core_optimizers_are_registered_through_the_entry_point_group():
         "nadam",
         "lion",
         "adan",
+        "muon",
     }
     assert registry.load("difopt.optimizers", "adam") is difopt.adam
 
