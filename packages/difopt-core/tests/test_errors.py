@@ -37,6 +37,11 @@ BAD_HYPER = [
     (difopt.adam, dict(decoupled_weight_decay=1), "'decoupled_weight_decay'"),
     (difopt.radam, dict(decoupled_weight_decay="no"), "'decoupled_weight_decay'"),
     (difopt.radam, dict(weight_decay=-0.1, decoupled_weight_decay=True), "'weight_decay'"),
+    (difopt.adafactor, dict(beta2_decay=0.5), "'beta2_decay'"),
+    (difopt.adafactor, dict(d=0.5), "'d'"),
+    (difopt.adafactor, dict(eps=(None, -1.0)), r"'eps\[1\]'"),
+    (difopt.adafactor, dict(eps=1e-3), "'eps'"),
+    (difopt.adafactor, dict(lr=-1.0), "'lr'"),
 ]
 
 

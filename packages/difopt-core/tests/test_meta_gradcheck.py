@@ -28,6 +28,8 @@ META = [
     (difopt.MetaNAdam, dict(lr=0.1)),
     (difopt.MetaLion, dict(lr=0.1, weight_decay=0.1)),
     (difopt.MetaAdan, dict(lr=0.1, weight_decay=0.1)),
+    (difopt.MetaAdafactor, dict(lr=0.1, weight_decay=0.1)),
+    (difopt.MetaAdafactor, dict(lr=0.5, d=1.0, eps=(1e-8, 1e-3))),
 ]
 
 

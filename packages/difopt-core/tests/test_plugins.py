@@ -46,6 +46,7 @@ def test_core_optimizers_are_registered_through_the_entry_point_group():
         "lion",
         "adan",
         "muon",
+        "adafactor",
     }
     assert registry.load("difopt.optimizers", "adam") is difopt.adam
 

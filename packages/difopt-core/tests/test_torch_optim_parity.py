@@ -56,6 +56,9 @@ CASES = [
     ),
     ("adadelta", torch.optim.Adadelta, dict(lr=1.0)),
     ("adadelta", torch.optim.Adadelta, dict(lr=0.5, rho=0.8, weight_decay=0.1)),
+    ("adafactor", torch.optim.Adafactor, dict()),
+    ("adafactor", torch.optim.Adafactor, dict(lr=0.05, weight_decay=0.1, maximize=True)),
+    ("adafactor", torch.optim.Adafactor, dict(lr=0.1, d=2.0, beta2_decay=-0.5, eps=(1e-6, 1e-2))),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, momentum_decay=1e-2)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
@@ -71,6 +74,7 @@ CLASSIC = {
     "radam": difopt.RAdam,
     "adadelta": difopt.Adadelta,
     "nadam": difopt.NAdam,
+    "adafactor": difopt.Adafactor,
 }
 
 
@@ -147,6 +151,26 @@ def test_amsgrad_cases_exercise_the_maximum():
     held = sum(int((m > v).sum()) for m, v in zip(state.nu_max, state.nu))
     total = sum(v.numel() for v in state.nu)
     assert held > total // 10, (held, total)
+
+
+def test_adafactor_factors_the_last_two_dimensions():
+    """A 3-D parameter keeps one (rows + columns) statistic per leading index; 20 steps match
+    torch.optim.Adafactor, and the state holds 4 * (5 + 6) numbers instead of 4 * 5 * 6."""
+    gen = torch.Generator().manual_seed(0)
+    init = torch.randn(4, 5, 6, generator=gen)
+    target = torch.randn(4, 5, 6, generator=gen)
+    ours, theirs = init.clone().requires_grad_(), init.clone().requires_grad_()
+    opt_ours = difopt.Adafactor([ours], lr=0.05)
+    opt_theirs = torch.optim.Adafactor([theirs], lr=0.05)
+    for _ in range(STEPS):
+        for p, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            ((p.tanh() - target) ** 2).sum().backward()
+            opt.step()
+    assert max_rel_err([ours], [theirs]) < RTOL
+    (state,) = [s for s in opt_ours.state_groups[0] if hasattr(s, "row_var")]
+    assert state.row_var[0].shape == (4, 5, 1) and state.col_var[0].shape == (4, 1, 6)
+    assert state.variance[0] is None
 
 
 def test_param_groups_match_torch_optim():

@@ -24,10 +24,12 @@ from difopt.transform import (
     accelerated_trace,
     add_decayed_weights,
     flip_sign_and_add_weight_decay,
+    scale,
     scale_by_accelerated_adam,
     scale_by_accelerated_rms,
     scale_by_accelerated_stddev,
     scale_by_adadelta,
+    scale_by_adafactor,
     scale_by_adam,
     scale_by_adamax,
     scale_by_adan,
@@ -45,6 +47,7 @@ from difopt.transform import (
 
 __all__ = [
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
@@ -656,3 +659,36 @@ def muon(
         moment_requires_grad=moment_requires_grad,
     )
     return _around(core, lr, weight_decay, maximize, decoupled=True)
+
+
+@forms("Adafactor", "MetaAdafactor")
+def adafactor(
+    lr: Any = 1e-2,
+    beta2_decay: float = -0.8,
+    eps: tuple[float | None, float] = (None, 1e-3),
+    d: float = 1.0,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Adafactor (Shazeer & Stern, 2018), as torch.optim.Adafactor: factored second moments
+    (sublinear memory for matrices), a step size relative to the parameters' RMS and bounded
+    by ``min(lr, 1 / sqrt(t))``, update clipping, decoupled weight decay.
+
+    Args:
+        lr: bound on the relative step size, a float or a schedule.
+        beta2_decay: exponent (<= 0) of the second-moment decay ``1 - t ** beta2_decay``.
+        eps: ``(eps1, eps2)``: floor of the second moment (``None``: the dtype's epsilon) and
+            of the parameter RMS in the step size.
+        d: clipping threshold on the update's RMS (>= 1).
+        weight_decay: decoupled weight decay coefficient.
+        maximize: maximize the objective instead of minimizing it.
+
+    Unlike torch.optim.Adafactor, whose step size and clipping factor are Python numbers
+    (``.item()``), the meta form differentiates through them too.
+    """
+    return chain(
+        flip_sign_and_add_weight_decay(0.0, maximize),
+        scale_by_adafactor(lr, beta2_decay, eps, d, weight_decay),
+        scale(-1.0),
+    )

@@ -10,6 +10,7 @@ from difopt.optim.func import FuncOptimizer
 from difopt.optim.meta import (
     MetaAdaDelta,
     MetaAdadelta,
+    MetaAdafactor,
     MetaAdaGrad,
     MetaAdagrad,
     MetaAdam,
@@ -38,6 +39,7 @@ RMSProp = classic_class(_alias.rmsprop)
 NAdam = classic_class(_alias.nadam)
 Lion = classic_class(_alias.lion)
 Adan = classic_class(_alias.adan)
+Adafactor = classic_class(_alias.adafactor)
 Muon = classic_class(_alias.muon)
 
 # TorchOpt's alternative spellings: the same objects.
@@ -52,6 +54,7 @@ __all__ = [
     "AdaGrad",
     "AdaMax",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -63,6 +66,7 @@ __all__ = [
     "MetaAdaGrad",
     "MetaAdaMax",
     "MetaAdadelta",
+    "MetaAdafactor",
     "MetaAdagrad",
     "MetaAdam",
     "MetaAdamW",

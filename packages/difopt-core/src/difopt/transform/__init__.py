@@ -6,6 +6,7 @@ from difopt.transform._accelerated import (
     scale_by_accelerated_rms,
     scale_by_accelerated_stddev,
 )
+from difopt.transform._adafactor import ScaleByAdafactorState, scale_by_adafactor
 from difopt.transform._adaptive import (
     ScaleByAdaDeltaState,
     ScaleByAdamaxState,
@@ -54,6 +55,7 @@ __all__ = [
     "MUON_NS_COEFFICIENTS",
     "MaskedState",
     "ScaleByAdaDeltaState",
+    "ScaleByAdafactorState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByAdanState",
@@ -78,6 +80,7 @@ __all__ = [
     "scale_by_accelerated_rms",
     "scale_by_accelerated_stddev",
     "scale_by_adadelta",
+    "scale_by_adafactor",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_adan",

@@ -17,6 +17,7 @@ MetaRMSProp = meta_class(_alias.rmsprop)
 MetaNAdam = meta_class(_alias.nadam)
 MetaLion = meta_class(_alias.lion)
 MetaAdan = meta_class(_alias.adan)
+MetaAdafactor = meta_class(_alias.adafactor)
 MetaMuon = meta_class(_alias.muon)
 
 # TorchOpt's alternative spellings: the same objects.
@@ -30,6 +31,7 @@ __all__ = [
     "MetaAdaGrad",
     "MetaAdaMax",
     "MetaAdadelta",
+    "MetaAdafactor",
     "MetaAdagrad",
     "MetaAdam",
     "MetaAdamW",
