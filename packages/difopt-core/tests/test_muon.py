@@ -241,3 +241,36 @@ def test_non_matrix_parameters_are_refused_at_construction():
 def test_bad_arguments_name_the_argument(kw, name):
     with pytest.raises((ValueError, TypeError), match=name):
         difopt.muon(**kw)
+
+
+def test_muon_for_matrices_and_adamw_for_the_rest_match_two_torch_optimizers():
+    """The usual split (Muon on 2-D weights, AdamW on biases) as one transformation with
+    ``masked``, against torch.optim.Muon and torch.optim.AdamW on the two parameter sets."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    ref = copy.deepcopy(net)
+    matrices = lambda tree: difopt.pytree.tree_map(lambda p: p.ndim == 2, tree)  # noqa: E731
+    others = lambda tree: difopt.pytree.tree_map(lambda p: p.ndim != 2, tree)  # noqa: E731
+    muon_kw, adamw_kw = dict(lr=0.02, weight_decay=0.0), dict(lr=1e-2, weight_decay=0.1)
+    ours = difopt.Optimizer(
+        net.parameters(),
+        difopt.chain(
+            difopt.transform.masked(difopt.muon(**muon_kw), matrices),
+            difopt.transform.masked(difopt.adamw(**adamw_kw), others),
+        ),
+    )
+    theirs = [
+        torch.optim.Muon([p for p in ref.parameters() if p.ndim == 2], **muon_kw),
+        torch.optim.AdamW([p for p in ref.parameters() if p.ndim != 2], **adamw_kw),
+    ]
+    for _ in range(20):
+        ours.zero_grad()
+        ((net(X) - Y) ** 2).mean().backward()
+        ours.step()
+        for opt in theirs:
+            opt.zero_grad()
+        ((ref(X) - Y) ** 2).mean().backward()
+        for opt in theirs:
+            opt.step()
+    got = [p.detach() for p in net.parameters()]
+    assert rel_err(got, [p.detach() for p in ref.parameters()]) < 1e-6
