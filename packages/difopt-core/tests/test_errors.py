@@ -42,6 +42,10 @@ BAD_HYPER = [
     (difopt.adafactor, dict(eps=(None, -1.0)), r"'eps\[1\]'"),
     (difopt.adafactor, dict(eps=1e-3), "'eps'"),
     (difopt.adafactor, dict(lr=-1.0), "'lr'"),
+    (difopt.rprop, dict(etas=(1.2, 0.5)), "'etas'"),
+    (difopt.rprop, dict(etas=(0.0, 1.2)), "'etas'"),
+    (difopt.rprop, dict(step_sizes=(1.0, 0.1)), "'step_sizes'"),
+    (difopt.rprop, dict(lr=lambda count: 0.1), "'lr'"),
 ]
 
 

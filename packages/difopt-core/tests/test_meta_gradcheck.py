@@ -30,6 +30,7 @@ META = [
     (difopt.MetaAdan, dict(lr=0.1, weight_decay=0.1)),
     (difopt.MetaAdafactor, dict(lr=0.1, weight_decay=0.1)),
     (difopt.MetaAdafactor, dict(lr=0.5, d=1.0, eps=(1e-8, 1e-3))),
+    (difopt.MetaRprop, dict(lr=0.05)),
 ]
 
 

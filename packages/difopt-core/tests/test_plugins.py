@@ -47,6 +47,7 @@ def test_core_optimizers_are_registered_through_the_entry_point_group():
         "adan",
         "muon",
         "adafactor",
+        "rprop",
     }
     assert registry.load("difopt.optimizers", "adam") is difopt.adam
 

@@ -59,6 +59,9 @@ CASES = [
     ("adafactor", torch.optim.Adafactor, dict()),
     ("adafactor", torch.optim.Adafactor, dict(lr=0.05, weight_decay=0.1, maximize=True)),
     ("adafactor", torch.optim.Adafactor, dict(lr=0.1, d=2.0, beta2_decay=-0.5, eps=(1e-6, 1e-2))),
+    ("rprop", torch.optim.Rprop, dict()),
+    ("rprop", torch.optim.Rprop, dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.1))),
+    ("rprop", torch.optim.Rprop, dict(lr=1e-3, maximize=True)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, momentum_decay=1e-2)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
@@ -75,6 +78,7 @@ CLASSIC = {
     "adadelta": difopt.Adadelta,
     "nadam": difopt.NAdam,
     "adafactor": difopt.Adafactor,
+    "rprop": difopt.Rprop,
 }
 
 
@@ -171,6 +175,26 @@ def test_adafactor_factors_the_last_two_dimensions():
     (state,) = [s for s in opt_ours.state_groups[0] if hasattr(s, "row_var")]
     assert state.row_var[0].shape == (4, 5, 1) and state.col_var[0].shape == (4, 1, 6)
     assert state.variance[0] is None
+
+
+def test_rprop_cases_flip_signs_and_hit_both_bounds():
+    """The Rprop rows above exercise every branch: signs that hold and flip, and step sizes
+    at the lower and the upper bound."""
+    model, data = make_mlp(), make_data()
+    opt = difopt.Rprop(model.parameters(), lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.1))
+    sizes = []
+    flipped = 0
+    for _ in range(STEPS):
+        opt.zero_grad()
+        mse(model, data).backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.step()
+        (state,) = [s for s in opt.state_groups[0] if hasattr(s, "step_size")]
+        flipped += sum(int((p.detach() == b).sum()) for p, b in zip(model.parameters(), before))
+        sizes = [x.clone() for x in state.step_size]
+    assert flipped > 0
+    every = torch.cat([x.flatten() for x in sizes])
+    assert bool((every == 1e-3).any()) and bool((every == 0.1).any())
 
 
 def test_param_groups_match_torch_optim():

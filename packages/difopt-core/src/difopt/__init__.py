@@ -47,6 +47,7 @@ from difopt.alias import (
     nadam,
     radam,
     rmsprop,
+    rprop,
     sgd,
 )
 from difopt.base import GradientTransformation, identity
@@ -84,6 +85,7 @@ from difopt.optim import (
     MetaRAdam,
     MetaRMSProp,
     MetaRMSprop,
+    MetaRprop,
     MetaSGD,
     Muon,
     NAdam,
@@ -91,6 +93,7 @@ from difopt.optim import (
     RAdam,
     RMSProp,
     RMSprop,
+    Rprop,
 )
 from difopt.transform import nan_to_num
 from difopt.update import apply_updates
@@ -135,6 +138,7 @@ __all__ = [
     "MetaRAdam",
     "MetaRMSProp",
     "MetaRMSprop",
+    "MetaRprop",
     "MetaSGD",
     "Muon",
     "NAdam",
@@ -142,6 +146,7 @@ __all__ = [
     "RAdam",
     "RMSProp",
     "RMSprop",
+    "Rprop",
     "__version__",
     "accelerated_op_available",
     "adadelta",
@@ -167,6 +172,7 @@ __all__ = [
     "recover_state_dict",
     "register_hook",
     "rmsprop",
+    "rprop",
     "sgd",
     "stop_gradient",
 ]

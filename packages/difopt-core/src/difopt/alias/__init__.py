@@ -40,6 +40,7 @@ from difopt.transform import (
     scale_by_neg_lr,
     scale_by_radam,
     scale_by_rms,
+    scale_by_rprop,
     scale_by_rss,
     scale_by_stddev,
     trace,
@@ -59,6 +60,7 @@ __all__ = [
     "nadam",
     "radam",
     "rmsprop",
+    "rprop",
     "sgd",
 ]
 
@@ -690,5 +692,39 @@ def adafactor(
     return chain(
         flip_sign_and_add_weight_decay(0.0, maximize),
         scale_by_adafactor(lr, beta2_decay, eps, d, weight_decay),
+        scale(-1.0),
+    )
+
+
+@forms("Rprop", "MetaRprop")
+def rprop(
+    lr: float = 1e-2,
+    etas: tuple[float, float] = (0.5, 1.2),
+    step_sizes: tuple[float, float] = (1e-6, 50.0),
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Rprop (Riedmiller & Braun, 1993), as torch.optim.Rprop: each element moves by its own
+    step size in the direction of its gradient's sign; the step size grows while the sign
+    holds and shrinks when it flips.
+
+    Args:
+        lr: the initial step size of every element (a float: Rprop has no global learning
+            rate after the first step).
+        etas: ``(decrease, increase)`` factors, ``0 < decrease < 1 < increase``.
+        step_sizes: ``(minimum, maximum)`` step size.
+        maximize: maximize the objective instead of minimizing it.
+
+    Meta-gradients through Rprop steps are those of piecewise-constant steps: the update
+    depends on gradients only through their signs.
+    """
+    if callable(lr):
+        raise TypeError(
+            "Invalid value for 'lr': Rprop takes a float (the initial step size), not a schedule"
+        )
+    check.learning_rate("lr", lr)
+    return chain(
+        flip_sign_and_add_weight_decay(0.0, maximize),
+        scale_by_rprop(lr, etas, step_sizes),
         scale(-1.0),
     )

@@ -25,6 +25,7 @@ from difopt.optim.meta import (
     MetaRAdam,
     MetaRMSProp,
     MetaRMSprop,
+    MetaRprop,
     MetaSGD,
 )
 
@@ -40,6 +41,7 @@ NAdam = classic_class(_alias.nadam)
 Lion = classic_class(_alias.lion)
 Adan = classic_class(_alias.adan)
 Adafactor = classic_class(_alias.adafactor)
+Rprop = classic_class(_alias.rprop)
 Muon = classic_class(_alias.muon)
 
 # TorchOpt's alternative spellings: the same objects.
@@ -79,6 +81,7 @@ __all__ = [
     "MetaRAdam",
     "MetaRMSProp",
     "MetaRMSprop",
+    "MetaRprop",
     "MetaSGD",
     "Muon",
     "NAdam",
@@ -86,6 +89,7 @@ __all__ = [
     "RAdam",
     "RMSProp",
     "RMSprop",
+    "Rprop",
     "func",
     "meta",
 ]

@@ -50,6 +50,7 @@ from difopt.transform._muon import (
     newton_schulz,
     scale_by_muon,
 )
+from difopt.transform._rprop import ScaleByRpropState, scale_by_rprop
 
 __all__ = [
     "MUON_NS_COEFFICIENTS",
@@ -66,6 +67,7 @@ __all__ = [
     "ScaleByRAdamState",
     "ScaleByRStdDevState",
     "ScaleByRmsState",
+    "ScaleByRpropState",
     "ScaleByRssState",
     "ScaleByScheduleState",
     "TraceState",
@@ -91,6 +93,7 @@ __all__ = [
     "scale_by_neg_lr",
     "scale_by_radam",
     "scale_by_rms",
+    "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_stddev",

@@ -18,6 +18,7 @@ MetaNAdam = meta_class(_alias.nadam)
 MetaLion = meta_class(_alias.lion)
 MetaAdan = meta_class(_alias.adan)
 MetaAdafactor = meta_class(_alias.adafactor)
+MetaRprop = meta_class(_alias.rprop)
 MetaMuon = meta_class(_alias.muon)
 
 # TorchOpt's alternative spellings: the same objects.
@@ -44,6 +45,7 @@ __all__ = [
     "MetaRAdam",
     "MetaRMSProp",
     "MetaRMSprop",
+    "MetaRprop",
     "MetaSGD",
 ]
 
