@@ -135,15 +135,31 @@ def scale_by_adafactor(
                 col_mean = torch.linalg.vector_norm(g, dim=-2, keepdim=True).square() / g.shape[-2]
                 row = row.lerp_(row_mean, b) if inplace else row.lerp(row_mean, b)
                 col = col.lerp_(col_mean, b) if inplace else col.lerp(col_mean, b)
-                estimate = (row @ col) / row.mean(dim=-2, keepdim=True).clamp(min=eps1)
+                estimate = row @ col
+                scale = row.mean(dim=-2, keepdim=True).clamp(min=eps1)
+                estimate = estimate.div_(scale) if inplace else estimate / scale
             else:
                 var = var.lerp_(g * g, b) if inplace else var.lerp(g * g, b)
                 estimate = var
-            u = estimate.clamp(min=eps1 * eps1).rsqrt() * g
             alpha = torch.clamp(_rms(p), min=eps2) * rho  # float64, as torch's Python floats
-            step = u * (alpha / torch.clamp(_rms(u) / d, min=1.0)).to(u.dtype)
-            if weight_decay:
-                step = step + (lr_t * weight_decay) * p
+            if inplace:
+                # No graph to keep: one fresh buffer (the factored product, or the clamped
+                # copy of a vector's variance) carries the rest, as in torch.optim.
+                fresh = (
+                    estimate.clamp_(min=eps1 * eps1)
+                    if g.ndim > 1
+                    else estimate.clamp(min=eps1 * eps1)
+                )
+                u = fresh.rsqrt_().mul_(g)
+                factor = (alpha / torch.clamp(_rms(u) / d, min=1.0)).to(u.dtype)
+                step = u.mul_(factor)
+                if weight_decay:
+                    step.add_(p, alpha=float(lr_t * weight_decay))
+            else:
+                u = estimate.clamp(min=eps1 * eps1).rsqrt() * g
+                step = u * (alpha / torch.clamp(_rms(u) / d, min=1.0)).to(u.dtype)
+                if weight_decay:
+                    step = step + (lr_t * weight_decay) * p
             out.append(step)
             new_rows.append(row if g.ndim > 1 else None)
             new_cols.append(col if g.ndim > 1 else None)
