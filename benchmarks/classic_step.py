@@ -6,11 +6,18 @@ Default size: 16 tensors of 512x1024 float32 (8M parameters). ``--optimizer`` pi
 
 * ``adam`` (default): Adam, lr 1e-3;
 * ``sgd``: SGD with momentum 0.9, lr 1e-2;
-* ``rmsprop``: RMSprop (alpha 0.99, centered with ``--centered``), lr 1e-2.
+* ``rmsprop``: RMSprop (alpha 0.99, centered with ``--centered``), lr 1e-2;
+* ``amsgrad``: Adam with ``amsgrad=True``, lr 1e-3;
+* ``adafactor``: Adafactor with torch's defaults (lr 1e-2);
+* ``rprop``: Rprop with torch's defaults (lr 1e-2);
+* ``muon``: Muon, lr 1e-2 and no weight decay (torch's arithmetic exactly, so the same-result
+  check holds; see difopt-core's tests/test_muon.py), against plain torch.optim.Muon, which
+  has no foreach variant.
 
-Targets: difopt / torch.optim(foreach=True) <= 1.00; difopt with use_accelerated_op=True /
-torch.optim(fused=True) <= 1.00 where torch has a fused CPU kernel (Adam, SGD), else / torch
-foreach (RMSprop).
+Targets: difopt / torch.optim(foreach=True) <= 1.00 (plain torch.optim for Muon); difopt with
+use_accelerated_op=True / torch.optim(fused=True) <= 1.00 where torch has a fused CPU kernel
+(Adam, SGD), else / torch foreach (RMSprop). Optimizers without a fused difopt kernel or a
+TorchOpt counterpart report those contenders as skipped.
 
     python benchmarks/classic_step.py                      # Adam, full size
     python benchmarks/classic_step.py --optimizer sgd      # SGD with momentum
@@ -55,13 +62,32 @@ def _optimizers(name: str, lr: float, centered: bool) -> dict[str, Any]:
             kwargs=dict(lr=lr, momentum=0.9),
             torch_fused=True,
         )
+    if name == "rmsprop":
+        return dict(
+            title=f"RMSprop{' (centered)' if centered else ''}",
+            difopt=difopt.RMSProp,
+            torch=torch.optim.RMSprop,
+            torchopt="RMSProp",
+            kwargs=dict(lr=lr, centered=centered),
+            torch_fused=False,
+        )
+    # Optimizers TorchOpt 0.7.3 does not have and difopt-accel does not fuse.
+    others = {
+        "amsgrad": ("Adam (amsgrad)", difopt.Adam, torch.optim.Adam, dict(amsgrad=True), True),
+        "adafactor": ("Adafactor", difopt.Adafactor, torch.optim.Adafactor, {}, True),
+        "rprop": ("Rprop", difopt.Rprop, torch.optim.Rprop, {}, True),
+        "muon": ("Muon", difopt.Muon, torch.optim.Muon, dict(weight_decay=0.0), False),
+    }
+    title, ours, theirs, extra, foreach = others[name]
     return dict(
-        title=f"RMSprop{' (centered)' if centered else ''}",
-        difopt=difopt.RMSProp,
-        torch=torch.optim.RMSprop,
-        torchopt="RMSProp",
-        kwargs=dict(lr=lr, centered=centered),
+        title=title,
+        difopt=ours,
+        torch=theirs,
+        torchopt=None,
+        kwargs=dict(lr=lr, **extra),
         torch_fused=False,
+        torch_foreach=foreach,
+        accel=False,
     )
 
 
@@ -71,7 +97,11 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=512, help="rows of each tensor")
     p.add_argument("--cols", type=int, default=1024, help="columns of each tensor")
     p.add_argument("--steps", type=int, default=None, help="steps timed per repetition")
-    p.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], default="adam")
+    p.add_argument(
+        "--optimizer",
+        choices=["adam", "sgd", "rmsprop", "amsgrad", "adafactor", "rprop", "muon"],
+        default="adam",
+    )
     p.add_argument("--centered", action="store_true", help="rmsprop: centered variant")
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (Adam), else 1e-2")
     p.add_argument("--seed", type=int, default=0)
@@ -88,7 +118,8 @@ def main() -> None:
     import difopt  # noqa: F401  (imported before timing)
 
     _bench.quick_note(args.quick)
-    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 1e-2)
+    default_lr = 1e-3 if args.optimizer in ("adam", "amsgrad") else 1e-2
+    lr = args.lr if args.lr is not None else default_lr
     spec = _optimizers(args.optimizer, lr, args.centered)
     result_name = "adam_classic" if args.optimizer == "adam" else f"{args.optimizer}_classic"
     if args.centered:
@@ -115,7 +146,7 @@ def main() -> None:
     labels = {
         "difopt": f"difopt.{spec['difopt'].__name__}",
         "difopt-accel": f"difopt.{spec['difopt'].__name__}(use_accelerated_op=True)",
-        "torch-foreach": f"torch.optim.{t}(foreach=True)",
+        "torch-foreach": f"torch.optim.{t}({'foreach=True' if spec.get('torch_foreach', True) else ''})",
         "torch-fused": f"torch.optim.{t}(fused=True)",
         "torchopt": f"torchopt.{spec['torchopt']} (TorchOpt 0.7.3)",
     }
@@ -137,17 +168,22 @@ def main() -> None:
     kw = spec["kwargs"]
     add("difopt", lambda ps: spec["difopt"](ps, **kw))
     accel, why = _bench.try_import("difopt_accel")
-    if accel is None:
+    if not spec.get("accel", True):
+        status["difopt-accel"] = "no fused difopt-accel kernel for this optimizer"
+    elif accel is None:
         status["difopt-accel"] = why or "skipped"
     else:
         add("difopt-accel", lambda ps: spec["difopt"](ps, use_accelerated_op=True, **kw))
-    add("torch-foreach", lambda ps: spec["torch"](ps, foreach=True, **kw))
+    foreach = dict(foreach=True) if spec.get("torch_foreach", True) else {}
+    add("torch-foreach", lambda ps: spec["torch"](ps, **foreach, **kw))
     if spec["torch_fused"]:
         add("torch-fused", lambda ps: spec["torch"](ps, fused=True, **kw))
     else:
         status["torch-fused"] = f"torch.optim.{t} has no fused CPU kernel"
     torchopt, why = _bench.try_import("torchopt")
-    if torchopt is None:
+    if spec["torchopt"] is None:
+        status["torchopt"] = "TorchOpt 0.7.3 has no such optimizer"
+    elif torchopt is None:
         status["torchopt"] = why or "skipped"
     else:
         add("torchopt", lambda ps: getattr(torchopt, spec["torchopt"])(ps, **kw))

@@ -34,6 +34,10 @@ VARIANTS = {
     "sgd_classic": ("classic_step", ["--optimizer", "sgd"]),
     "rmsprop_classic": ("classic_step", ["--optimizer", "rmsprop"]),
     "rmsprop_classic_centered": ("classic_step", ["--optimizer", "rmsprop", "--centered"]),
+    "amsgrad_classic": ("classic_step", ["--optimizer", "amsgrad"]),
+    "adafactor_classic": ("classic_step", ["--optimizer", "adafactor"]),
+    "rprop_classic": ("classic_step", ["--optimizer", "rprop"]),
+    "muon_classic": ("classic_step", ["--optimizer", "muon"]),
 }
 
 BENCHMARKS = [
@@ -41,6 +45,10 @@ BENCHMARKS = [
     "sgd_classic",
     "rmsprop_classic",
     "rmsprop_classic_centered",
+    "amsgrad_classic",
+    "adafactor_classic",
+    "rprop_classic",
+    "muon_classic",
     "maml_meta",
     "import_time",
     "zero_order_mlp",
