@@ -7,7 +7,7 @@ moves nothing, a functional update mutates nothing, a resumed run is bit-identic
 parameter without gradient is left alone, a meta step passes gradcheck); the comparisons with
 independent oracles (torch.optim, closed forms) live in the optimizer-specific tests.
 
-The problem has 2-D parameters only (Muon takes nothing else), in float64.
+The problem has two matrices and a bias vector (matrices only for Muon), in float64.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import inspect
 import pickle
 import warnings
 
+import optree
 import pytest
 import torch
 
 import difopt
 from difopt import registry
 from difopt.optim._forms import classic_class, meta_class
+from difopt.pytree import NAMESPACE
 
 GROUP = "difopt.optimizers"
 # Hyper-parameters other than the defaults, where a default would make a check vacuous or a
@@ -76,12 +78,21 @@ def kwargs_of(name: str, **override) -> dict:
     return kw
 
 
-def make_params() -> dict[str, torch.Tensor]:
+# Optimizers that take 2-D parameters only: the problem leaves out its bias for them.
+MATRICES_ONLY = {"muon"}
+
+
+def make_params(name: str) -> dict[str, torch.Tensor]:
+    """Two matrices and (unless the optimizer takes matrices only) a bias vector."""
     gen = torch.Generator().manual_seed(0)
-    return {
+    params = {
         "w1": torch.randn(4, 3, dtype=torch.float64, generator=gen),
         "w2": torch.randn(2, 4, dtype=torch.float64, generator=gen),
+        "b": torch.randn(2, dtype=torch.float64, generator=gen),
     }
+    if name in MATRICES_ONLY:
+        del params["b"]
+    return params
 
 
 X = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -89,7 +100,10 @@ Y = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_se
 
 
 def loss_fn(params: dict[str, torch.Tensor]) -> torch.Tensor:
-    return ((torch.tanh(X @ params["w1"].T) @ params["w2"].T - Y) ** 2).mean()
+    out = torch.tanh(X @ params["w1"].T) @ params["w2"].T
+    if "b" in params:
+        out = out + params["b"]
+    return ((out - Y) ** 2).mean()
 
 
 def grads_at(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -97,8 +111,8 @@ def grads_at(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(zip(leaves, torch.autograd.grad(loss_fn(leaves), list(leaves.values()))))
 
 
-def run_functional(impl, steps: int, inplace: bool) -> dict[str, torch.Tensor]:
-    params = {k: v.clone() for k, v in make_params().items()}
+def run_functional(name: str, impl, steps: int, inplace: bool) -> dict[str, torch.Tensor]:
+    params = make_params(name)
     state = impl.init(params)
     for _ in range(steps):
         updates, state = impl.update(grads_at(params), state, params=params, inplace=inplace)
@@ -107,17 +121,17 @@ def run_functional(impl, steps: int, inplace: bool) -> dict[str, torch.Tensor]:
 
 
 class Net(torch.nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
-        for k, v in make_params().items():
-            self.register_parameter(k, torch.nn.Parameter(v.clone()))
+        for k, v in make_params(name).items():
+            self.register_parameter(k, torch.nn.Parameter(v))
 
     def forward(self) -> torch.Tensor:
-        return loss_fn({"w1": self.w1, "w2": self.w2})
+        return loss_fn(dict(self.named_parameters()))
 
 
 def run_classic(name: str, steps: int, **kw) -> list[torch.Tensor]:
-    net = Net()
+    net = Net(name)
     opt = classic_class(alias_of(name))(net.parameters(), **kwargs_of(name, **kw))
     for _ in range(steps):
         opt.zero_grad()
@@ -154,17 +168,17 @@ each_optimizer = pytest.mark.parametrize("name", NAMES)
 @each_optimizer
 def test_inplace_and_functional_updates_agree(name):
     impl = alias_of(name)(**kwargs_of(name))
-    a = run_functional(impl, 5, inplace=True)
-    b = run_functional(impl, 5, inplace=False)
+    a = run_functional(name, impl, 5, inplace=True)
+    b = run_functional(name, impl, 5, inplace=False)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
-        assert not torch.equal(a[k], make_params()[k])  # the steps moved something
+        assert not torch.equal(a[k], make_params(name)[k])  # the steps moved something
 
 
 @each_optimizer
 def test_functional_update_mutates_nothing(name):
     impl = alias_of(name)(**kwargs_of(name))
-    params = make_params()
+    params = make_params(name)
     state = impl.init(params)
     _, state = impl.update(grads_at(params), state, params=params, inplace=False)
     grads = grads_at(params)
@@ -177,13 +191,13 @@ def test_functional_update_mutates_nothing(name):
 @each_optimizer
 def test_classic_meta_and_functional_forms_agree(name):
     kw = explicit(name)
-    expected = run_functional(alias_of(name)(**kw), 4, inplace=True)
+    expected = run_functional(name, alias_of(name)(**kw), 4, inplace=True)
     classic = run_classic(name, 4, **kw)
-    net = Net()
+    net = Net(name)
     meta = meta_class(alias_of(name))(net, **kw)
     for _ in range(4):
         meta.step(net())
-    for e, c, m in zip(expected.values(), classic, [net.w1, net.w2]):
+    for e, c, m in zip(expected.values(), classic, net.parameters()):
         torch.testing.assert_close(c, e, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(m.detach(), e, rtol=1e-10, atol=1e-12)
 
@@ -192,17 +206,18 @@ def test_classic_meta_and_functional_forms_agree(name):
 def test_meta_steps_pass_gradcheck(name):
     """The outer loss after 2 meta steps, as a function of the initial parameters."""
 
-    def outer(w1, w2):
-        net = Net()
-        net._parameters["w1"] = w1 * 1.0
-        net._parameters["w2"] = w2 * 1.0
+    keys = list(make_params(name))
+
+    def outer(*initial):
+        net = Net(name)
+        for key, value in zip(keys, initial):
+            net._parameters[key] = value * 1.0
         opt = meta_class(alias_of(name))(net, **kwargs_of(name))
         for _ in range(2):
             opt.step(net())
         return net()
 
-    p = make_params()
-    inputs = tuple(v.clone().requires_grad_() for v in p.values())
+    inputs = tuple(v.requires_grad_() for v in make_params(name).values())
     assert torch.autograd.gradcheck(outer, inputs, eps=1e-6, atol=1e-5)
 
 
@@ -212,14 +227,14 @@ def test_zero_learning_rate_moves_nothing(name):
         pytest.skip("no learning rate")
     if name in LR_NOT_A_BOUND:
         pytest.skip(LR_NOT_A_BOUND[name])
-    for p, q in zip(run_classic(name, 3, lr=0.0), make_params().values()):
+    for p, q in zip(run_classic(name, 3, lr=0.0), make_params(name).values()):
         assert torch.equal(p, q)
 
 
 @each_optimizer
 def test_resumed_classic_run_is_bit_identical(name):
     cls = classic_class(alias_of(name))
-    net = Net()
+    net = Net(name)
     opt = cls(net.parameters(), **kwargs_of(name))
     for step in range(5):
         if step == 3:
@@ -237,23 +252,44 @@ def test_resumed_classic_run_is_bit_identical(name):
         assert torch.equal(a, b)
 
 
+def per_parameter_parts(state, structure) -> list[list]:
+    """The sub-trees of a (chained) state shaped like the parameters, flattened with None
+    leaves: one list per moment, counter, statistic, ..."""
+    if optree.tree_structure(state, none_is_leaf=True, namespace=NAMESPACE) == structure:
+        return [optree.tree_leaves(state, none_is_leaf=True, namespace=NAMESPACE)]
+    if isinstance(state, tuple):
+        return [part for child in state for part in per_parameter_parts(child, structure)]
+    return []
+
+
 @each_optimizer
-def test_a_parameter_without_gradient_is_left_alone(name):
+@pytest.mark.parametrize("hidden", ["w1", "w2", "b"])
+def test_a_parameter_without_gradient_is_left_alone(name, hidden):
+    """A missing gradient (first, middle or last leaf): its update is None and every state
+    entry of that parameter is unchanged, in both modes; the others take their step."""
+    params = make_params(name)
+    if hidden not in params:
+        pytest.skip(f"{name} has no {hidden!r} parameter here")
     impl = alias_of(name)(**kwargs_of(name))
-    params = make_params()
-    state = impl.init(params)
-    _, state = impl.update(grads_at(params), state, params=params, inplace=False)
-    before = [x.clone() for x in leaves(state)]
-    grads = grads_at(params)
-    grads["w2"] = None
-    updates, new_state = impl.update(grads, state, params=params, inplace=False)
-    assert updates["w2"] is None and updates["w1"] is not None
-    # The state leaves shaped like w2 (its moments) are unchanged (counters: test_missing_grads).
-    after = leaves(new_state)
-    assert len(after) == len(before)
-    for old, new in zip(before, after):
-        if new.shape == params["w2"].shape:
-            assert torch.equal(old, new)
+    structure = optree.tree_structure(params, none_is_leaf=True, namespace=NAMESPACE)
+    position = list(sorted(params)).index(hidden)  # optree orders dict keys
+    for inplace in (False, True):
+        state = impl.init(params)
+        _, state = impl.update(grads_at(params), state, params=params, inplace=inplace)
+        parts = per_parameter_parts(state, structure)  # none for a stateless optimizer
+        before = [clone_or_none(part[position]) for part in parts]
+        grads = grads_at(params)
+        grads[hidden] = None
+        updates, new_state = impl.update(grads, state, params=params, inplace=inplace)
+        assert updates[hidden] is None
+        assert all(updates[k] is not None for k in params if k != hidden)
+        after = [part[position] for part in per_parameter_parts(new_state, structure)]
+        for old, new in zip(before, after):
+            assert (old is None and new is None) or torch.equal(old, new)
+
+
+def clone_or_none(x):
+    return None if x is None else x.clone()
 
 
 @each_optimizer
@@ -264,7 +300,7 @@ def test_transformation_pickles_compares_and_prints(name):
     text = repr(impl)
     assert "(" in text and "object at 0x" not in text
     # The copy computes the same step.
-    a = run_functional(impl, 2, inplace=False)
-    b = run_functional(again, 2, inplace=False)
+    a = run_functional(name, impl, 2, inplace=False)
+    b = run_functional(name, again, 2, inplace=False)
     for k in a:
         assert torch.equal(a[k], b[k])

@@ -179,3 +179,55 @@ def test_fused_meta_adam_equals_composite_update():
     )
     for a, b in zip(fused, composite):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_meta_adam_on_an_mlp_whose_third_tensor_is_short():
+    """torch 2.13's backward of ``_foreach_addcdiv`` raises when the i-th tensor has i rows or
+    fewer (here the (2, 4) weight, third). MetaAdam's fused step must avoid it there and keep
+    using it where it works; gradcheck of the meta-gradient covers both shapes."""
+
+    def outer(w1, b1, w2, b2):
+        net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        net = net.double()
+        for module, w, b in ((net[0], w1, b1), (net[2], w2, b2)):
+            module._parameters["weight"] = w * 1.0
+            module._parameters["bias"] = b * 1.0
+        opt = difopt.MetaAdam(net, lr=0.1, eps_root=1e-8)
+        x = torch.linspace(-1, 1, 15, dtype=torch.float64).reshape(5, 3)
+        for _ in range(2):
+            opt.step((net(x) ** 2).mean())
+        return (net(x) ** 2).mean()
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (4,), (2, 4), (2,)]
+    inputs = [
+        torch.randn(s, dtype=torch.float64, generator=gen, requires_grad=True) for s in shapes
+    ]
+    assert torch.autograd.gradcheck(outer, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_foreach_addcdiv_backward_is_right_where_difopt_uses_it():
+    from difopt.transform._adaptive import _foreach_addcdiv_backward_ok
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(5, 4), (6, 3), (7,), (40, 2)]
+
+    def make(offset=0.0):
+        return [
+            (torch.rand(s, dtype=torch.float64, generator=gen) + offset).requires_grad_()
+            for s in shapes
+        ]
+
+    ps, num, den = make(), make(), make(1.0)
+    assert _foreach_addcdiv_backward_ok(ps)
+    weights = [torch.randn(s, dtype=torch.float64, generator=gen) for s in shapes]
+    fused = torch._foreach_addcdiv(ps, num, den, value=0.3)
+    plain = [torch.addcdiv(p, n, d, value=0.3) for p, n, d in zip(ps, num, den)]
+    grads = [
+        torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights)), ps + num + den)
+        for out in (fused, plain)
+    ]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not _foreach_addcdiv_backward_ok([torch.zeros(2), torch.zeros(2), torch.zeros(2)])
+    assert not _foreach_addcdiv_backward_ok([torch.zeros(())])

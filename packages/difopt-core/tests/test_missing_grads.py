@@ -229,6 +229,7 @@ STEP_CASES = {
     "nadam": (difopt.nadam, torch.optim.NAdam, dict(lr=0.05)),
     "sgd-momentum": (difopt.sgd, torch.optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.5)),
     "sgd-nesterov": (difopt.sgd, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+    "adafactor": (difopt.adafactor, torch.optim.Adafactor, dict(lr=0.05, weight_decay=0.1)),
 }
 LATE_STEPS = (2, 3, 5, 6)  # steps on which the late head takes part (of 8)
 
@@ -294,13 +295,15 @@ def test_functional_update_counts_steps_per_parameter_like_torch_optim(case, inp
     assert [int(c) for c in counts] == [8, 8, late, late]
 
 
-def test_meta_optimizer_counts_steps_per_parameter_like_torch_optim():
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_meta_optimizer_counts_steps_per_parameter_like_torch_optim(case):
+    alias, cls, kwargs = STEP_CASES[case]
     net = LateHead()
-    opt = difopt.MetaAdam(net, lr=0.05)
+    opt = difopt.optim._forms.meta_class(alias)(net, **kwargs)
     for step in range(8):
         x, y = _data(step)
         opt.step(F.mse_loss(net(x, step), y))
-    expected = _late_reference(torch.optim.Adam, dict(lr=0.05), 8)
+    expected = _late_reference(cls, kwargs, 8)
     torch.testing.assert_close([p.detach() for p in net.parameters()], expected)
 
 

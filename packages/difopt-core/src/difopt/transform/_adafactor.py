@@ -111,8 +111,11 @@ def scale_by_adafactor(
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         if params is None:
             raise ValueError("scale_by_adafactor needs 'params' (its step is relative to them)")
-        gs, spec = lw.flatten(updates)
-        ps = lw.leaves(params)
+        # None marks both a hidden leaf (a parameter without gradient this step, see
+        # difopt._missing) and a statistic this parameter does not keep, so every tree is
+        # flattened with its None leaves and a None update leaf is passed through.
+        gs, spec = lw.flatten_with_none(updates)
+        ps, _ = lw.flatten_with_none(params)
         rows, _ = lw.flatten_with_none(state.row_var)
         cols, _ = lw.flatten_with_none(state.col_var)
         full, _ = lw.flatten_with_none(state.variance)
@@ -128,6 +131,12 @@ def scale_by_adafactor(
             decay = t64**beta2_decay
         out, new_rows, new_cols, new_full = [], [], [], []
         for g, p, row, col, var in zip(gs, ps, rows, cols, full):
+            if g is None:
+                out.append(None)
+                new_rows.append(row)
+                new_cols.append(col)
+                new_full.append(var)
+                continue
             eps1 = torch.finfo(p.dtype).eps if eps[0] is None else float(eps[0])
             b = decay.to(g.dtype) if torch.is_tensor(decay) else decay
             if g.ndim > 1:

@@ -98,10 +98,17 @@ def _add_ratio(
         torch._foreach_addcdiv_(ps, num, root, value=value)
         return list(ps)
     denom = torch._foreach_add(root, eps)
-    if all(p.numel() > 1 for p in ps):
+    if not torch.is_grad_enabled() or _foreach_addcdiv_backward_ok(ps):
         return list(torch._foreach_addcdiv(ps, num, denom, value=value))
-    # torch 2.13's backward of _foreach_addcdiv fails when a tensor has one element.
     return list(torch._foreach_add(ps, torch._foreach_div(num, denom), alpha=value))
+
+
+def _foreach_addcdiv_backward_ok(xs: lw.Tensors) -> bool:
+    """Whether torch 2.13's backward of ``_foreach_addcdiv`` survives these shapes: it reads
+    row ``i`` of the ``i``-th tensor, and raises an IndexError where that row does not exist
+    (a 0-d tensor, or a first dimension of ``i`` or less; a bias of 2 elements third in the
+    list is enough). Where it survives, its values are right (tested)."""
+    return all(x.dim() > 0 and x.shape[0] > i for i, x in enumerate(xs))
 
 
 def _fusable(gs: lw.Tensors, ps: lw.Tensors) -> bool:
