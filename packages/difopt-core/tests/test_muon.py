@@ -243,9 +243,12 @@ def test_bad_arguments_name_the_argument(kw, name):
         difopt.muon(**kw)
 
 
-def test_muon_for_matrices_and_adamw_for_the_rest_match_two_torch_optimizers():
+@pytest.mark.parametrize("late", [False, True], ids=["all-steps", "late-layer"])
+def test_muon_for_matrices_and_adamw_for_the_rest_match_two_torch_optimizers(late):
     """The usual split (Muon on 2-D weights, AdamW on biases) as one transformation with
-    ``masked``, against torch.optim.Muon and torch.optim.AdamW on the two parameter sets."""
+    ``masked``, against torch.optim.Muon and torch.optim.AdamW on the two parameter sets;
+    with ``late`` the second layer gets no gradient on the first 3 steps (its parameters are
+    hidden from the callable masks then)."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
     ref = copy.deepcopy(net)
@@ -263,13 +266,19 @@ def test_muon_for_matrices_and_adamw_for_the_rest_match_two_torch_optimizers():
         torch.optim.Muon([p for p in ref.parameters() if p.ndim == 2], **muon_kw),
         torch.optim.AdamW([p for p in ref.parameters() if p.ndim != 2], **adamw_kw),
     ]
-    for _ in range(20):
+
+    def loss(model, step):
+        if late and step < 3:
+            return ((torch.tanh(model[0](X)) - 1.0) ** 2).mean()
+        return ((model(X) - Y) ** 2).mean()
+
+    for step in range(20):
         ours.zero_grad()
-        ((net(X) - Y) ** 2).mean().backward()
+        loss(net, step).backward()
         ours.step()
         for opt in theirs:
             opt.zero_grad()
-        ((ref(X) - Y) ** 2).mean().backward()
+        loss(ref, step).backward()
         for opt in theirs:
             opt.step()
     got = [p.detach() for p in net.parameters()]

@@ -227,7 +227,10 @@ class MaskedState(NamedTuple):
     inner_state: Any
 
 
-def _mask_leaves(mask: Any, params: Any, spec: Any) -> list[bool]:
+def _mask_leaves(mask: Any, params: Any, spec: Any, unknown_ok: bool = False) -> list[Any]:
+    """The mask's flags, one per leaf of ``spec``. With ``unknown_ok`` a ``None`` flag (a
+    callable mask given a parameter that is hidden because its update is missing) is returned
+    as ``None`` for the caller to resolve."""
     m = mask(params) if callable(mask) else mask
     flags, m_spec = lw.flatten_with_none(m) if spec.none_is_leaf else lw.flatten(m)
     if m_spec != spec:
@@ -235,7 +238,7 @@ def _mask_leaves(mask: Any, params: Any, spec: Any) -> list[bool]:
             f"'mask' has tree structure {m_spec}, which does not match the parameters {spec}"
         )
     for f in flags:
-        if not isinstance(f, bool):
+        if not isinstance(f, bool) and not (unknown_ok and f is None):
             raise TypeError(f"'mask' leaves must be bools, got {type(f).__name__}")
     return flags
 
@@ -252,9 +255,16 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
     if not isinstance(inner, GradientTransformation):
         raise TypeError(f"Invalid value for 'inner': {inner!r} (expected a GradientTransformation)")
 
+    # A callable mask cannot be evaluated on a parameter whose update is missing (the chain
+    # hides it, see difopt._missing); its flag is then the one computed at init for the same
+    # tree structure.
+    flags_at_init: dict[Any, list[bool]] = {}
+
     def init(params: Any) -> MaskedState:
         ps, spec = lw.flatten(params)
         flags = _mask_leaves(mask, params, spec)
+        if callable(mask):
+            flags_at_init[lw.flatten_with_none(params)[1]] = flags
         return MaskedState(inner.init([p for p, f in zip(ps, flags) if f]))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
@@ -263,7 +273,16 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
         xs, spec = lw.flatten_with_none(updates)
         if callable(mask) and params is None:
             raise ValueError("masked() with a callable 'mask' needs 'params' in update()")
-        flags = _mask_leaves(mask, params if callable(mask) else None, spec)
+        flags = _mask_leaves(mask, params if callable(mask) else None, spec, unknown_ok=True)
+        if any(f is None for f in flags):
+            known = flags_at_init.get(spec)
+            if known is None or any(f is None and x is not None for f, x in zip(flags, xs)):
+                raise TypeError(
+                    "'mask' leaves must be bools, got NoneType (a callable mask returned None "
+                    "for a parameter; where its update is missing the flag is taken from "
+                    "init(), which was not called with parameters of this structure)"
+                )
+            flags = [k if f is None else f for f, k in zip(flags, known)]
         sel = [x for x, f in zip(xs, flags) if f]
         sel_params = None
         if params is not None:
