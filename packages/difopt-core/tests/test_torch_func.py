@@ -97,3 +97,63 @@ def test_maml_meta_gradient_with_vmap_and_grad():
         expected = torch.autograd.grad(task_loss(leaves, xs[i], ys[i]), list(leaves.values()))
         for (_k, a), b in zip(per_task.items(), expected):
             torch.testing.assert_close(a[i], b, rtol=1e-9, atol=1e-12)
+
+
+def _batched(tree, n=2):
+    return difopt.pytree.tree_map(lambda t: torch.stack([t] * n), tree)
+
+
+def test_vmap_over_a_state_whose_counters_differ_between_parameters():
+    """After a step without the second parameter's gradient its counter lags; a vmapped
+    update must give each parameter its own bias correction, as the eager update does."""
+    tx = difopt.adam(0.1)
+    gen = torch.Generator().manual_seed(0)
+    p = (torch.randn(3, generator=gen), torch.randn(2, generator=gen))
+    state = tx.init(p)
+    _, state = tx.update((torch.randn(3, generator=gen), None), state, params=p, inplace=False)
+    g = (torch.randn(3, generator=gen), torch.randn(2, generator=gen))
+    expected, _ = tx.update(g, state, params=p, inplace=False)
+    out, _ = torch.func.vmap(lambda g, s, p: tx.update(g, s, params=p, inplace=False))(
+        _batched(g), _batched(state), _batched(p)
+    )
+    for o, e in zip(out, expected):
+        torch.testing.assert_close(o[0], e)
+        torch.testing.assert_close(o[1], e)
+
+
+def test_vmap_over_states_at_different_steps():
+    """Members of the batch at different steps (every parameter alike): each member gets its
+    own bias correction."""
+    tx = difopt.adam(0.1)
+    gen = torch.Generator().manual_seed(1)
+    p = (torch.randn(3, generator=gen), torch.randn(2, generator=gen))
+    states = [tx.init(p)]
+    _, advanced = tx.update(
+        (torch.randn(3, generator=gen), torch.randn(2, generator=gen)),
+        states[0],
+        params=p,
+        inplace=False,
+    )
+    states.append(advanced)
+    g = (torch.randn(3, generator=gen), torch.randn(2, generator=gen))
+    expected = [tx.update(g, s, params=p, inplace=False)[0] for s in states]
+    stacked = difopt.pytree.tree_map(lambda a, b: torch.stack([a, b]), *states)
+    out, _ = torch.func.vmap(lambda g, s, p: tx.update(g, s, params=p, inplace=False))(
+        _batched(g), stacked, _batched(p)
+    )
+    for i in range(2):
+        for o, e in zip(out, expected[i]):
+            torch.testing.assert_close(o[i], e)
+
+
+def test_vmap_refuses_counters_that_differ_between_parameters_and_members():
+    tx = difopt.adam(0.1)
+    p = (torch.zeros(3), torch.zeros(2))
+    fresh = tx.init(p)
+    _, lagging = tx.update((torch.ones(3), None), fresh, params=p, inplace=False)
+    stacked = difopt.pytree.tree_map(lambda a, b: torch.stack([a, b]), fresh, lagging)
+    g = (torch.ones(3), torch.ones(2))
+    with pytest.raises(ValueError, match="differ both between parameters and between"):
+        torch.func.vmap(lambda g, s, p: tx.update(g, s, params=p, inplace=False))(
+            _batched(g), stacked, _batched(p)
+        )

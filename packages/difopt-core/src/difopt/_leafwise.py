@@ -237,8 +237,14 @@ def count_inc(count: Any, inplace: bool) -> Any:
 
 
 def step_values(count: Any) -> list[int] | None:
-    """Every counter of ``count`` as a Python int, or None when one cannot be read (a batched
-    or traced counter inside a ``torch.func`` transform)."""
+    """Every counter of ``count`` as a Python int, or None when one cannot be read (a traced
+    counter, e.g. under ``torch.compile``).
+
+    Inside ``torch.func.vmap`` a counter that is part of the batched state is read through its
+    functorch wrappers. Members at different steps are fine while every parameter shares them
+    (None: the update reads the batched count as a tensor); counters that differ both between
+    parameters and between members raise a :class:`ValueError`.
+    """
     cs = leaves(count)
     if not cs:
         return []
@@ -247,7 +253,37 @@ def step_values(count: Any) -> list[int] | None:
             return [int(cs[0])]
         return torch.stack(cs).tolist()
     except RuntimeError:
+        pass
+    per_leaf = []
+    for c in cs:
+        plain = _unwrapped(c)
+        if plain is None:
+            return None
+        per_leaf.append(plain.flatten().tolist())
+    if all(members == per_leaf[0] for members in per_leaf):
+        if all(m == per_leaf[0][0] for m in per_leaf[0]):
+            return [int(per_leaf[0][0])] * len(cs)
+        return None  # one batched count shared by every leaf: the update reads it as a tensor
+    if any(m != members[0] for members in per_leaf for m in members):
+        raise ValueError(
+            "step counters differ both between parameters and between the members of a "
+            "torch.func.vmap batch; vmap an optimizer's update over states whose parameters "
+            "took the same steps"
+        )
+    return [int(members[0]) for members in per_leaf]
+
+
+def _unwrapped(t: torch.Tensor) -> torch.Tensor | None:
+    """The plain tensor under ``t``'s functorch wrappers (vmap, grad), or None when there is
+    none to read (a traced or fake tensor)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        t = functorch.get_unwrapped(t)
+    try:
+        t.flatten().tolist()
+    except RuntimeError:
         return None
+    return t
 
 
 def step_value(count: Any) -> int | torch.Tensor:

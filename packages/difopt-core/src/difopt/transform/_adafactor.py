@@ -129,7 +129,10 @@ def scale_by_adafactor(
             t64 = torch.as_tensor(t, dtype=torch.float64)
             rho = torch.clamp(t64**-0.5, max=lr_t)
             decay = t64**beta2_decay
-        out, new_rows, new_cols, new_full = [], [], [], []
+        out: list[Any] = []
+        new_rows: list[Any] = []
+        new_cols: list[Any] = []
+        new_full: list[Any] = []
         for g, p, row, col, var in zip(gs, ps, rows, cols, full):
             if g is None:
                 out.append(None)
