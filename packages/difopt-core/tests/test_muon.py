@@ -217,10 +217,25 @@ def test_meta_gradient_gradcheck():
 
 def test_non_matrix_parameters_are_refused_at_construction():
     net = torch.nn.Linear(3, 2)  # the bias is 1-D
-    with pytest.raises(ValueError, match=r"leaf 1 has shape \(2,\).*2-D matrices only"):
+    with pytest.raises(ValueError, match=r"params\[1\] has shape \(2,\).*2-D matrices only"):
         difopt.Muon(net.parameters())
+    tx = difopt.muon()
+    with pytest.raises(ValueError, match=r"params\['bias'\] has shape \(2,\)"):
+        tx.init(dict(net.named_parameters()))
     with pytest.raises(ValueError, match="2-D matrices only"):
         difopt.MetaMuon(net)
+
+
+def test_a_gradient_of_the_wrong_shape_is_refused_before_any_state_changes():
+    tx = difopt.muon(ns_dtype=None)
+    params = {"a": torch.zeros(3, 2), "b": torch.zeros(4, 3)}
+    state = tx.init(params)
+    _, state = tx.update({"a": torch.ones(3, 2), "b": torch.ones(4, 3)}, state, params=params)
+    before = [x.clone() for x in difopt.pytree.tree_leaves(state)]
+    bad = {"a": torch.ones(3, 2), "b": torch.ones(3, 4)}
+    with pytest.raises(ValueError, match=r"updates\['b'\] has shape \(3, 4\).*\(4, 3\)"):
+        tx.update(bad, state, params=params)
+    assert all(torch.equal(x, y) for x, y in zip(before, difopt.pytree.tree_leaves(state)))
 
 
 @pytest.mark.parametrize(

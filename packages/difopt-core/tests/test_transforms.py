@@ -315,12 +315,22 @@ def test_scale_by_amsgrad_closed_form():
 
 
 def test_amsgrad_with_use_accelerated_op_warns_once_and_runs_pure():
+    """The fused Adam op has no AMSGrad variant: the optimizer warns and still computes
+    AMSGrad (three steps with a shrinking gradient, where the maximum holds and AMSGrad
+    differs from Adam), not a fused plain Adam."""
     registry._warned.discard("amsgrad-accelerated")
     with pytest.warns(registry.PluginWarning, match="no AMSGrad variant"):
-        tx = difopt.adam(0.1, amsgrad=True, use_accelerated_op=True)
-    pure = difopt.adam(0.1, amsgrad=True)
-    p = [torch.randn(4, dtype=torch.float64)]
-    g = [torch.randn(4, dtype=torch.float64)]
-    a, _ = tx.update(g, tx.init(p), params=p, inplace=False)
-    b, _ = pure.update(g, pure.init(p), params=p, inplace=False)
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+        tx = difopt.adam(0.1, (0.9, 0.5), amsgrad=True, use_accelerated_op=True)
+    p = [torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))]
+    grads = [[torch.full((4,), v, dtype=torch.float64)] for v in (2.0, 0.5, 0.1)]
+
+    def run(impl):
+        state, params = impl.init(p), p
+        for g in grads:
+            updates, state = impl.update(g, state, params=params, inplace=False)
+            params = difopt.apply_updates(params, updates, inplace=False)
+        return params[0]
+
+    ams = run(tx)
+    torch.testing.assert_close(ams, run(difopt.adam(0.1, (0.9, 0.5), amsgrad=True)), rtol=0, atol=0)
+    assert not torch.allclose(ams, run(difopt.adam(0.1, (0.9, 0.5))))

@@ -680,8 +680,8 @@ def adafactor(
     Args:
         lr: bound on the relative step size, a float or a schedule.
         beta2_decay: exponent (<= 0) of the second-moment decay ``1 - t ** beta2_decay``.
-        eps: ``(eps1, eps2)``: floor of the second moment (``None``: the dtype's epsilon) and
-            of the parameter RMS in the step size.
+        eps: ``(eps1, eps2)``: floor of the second moment (``None``: each parameter's dtype's
+            epsilon) and of the parameter RMS in the step size.
         d: clipping threshold on the update's RMS (>= 1).
         weight_decay: decoupled weight decay coefficient.
         maximize: maximize the objective instead of minimizing it.

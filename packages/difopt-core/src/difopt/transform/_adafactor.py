@@ -57,8 +57,9 @@ def scale_by_adafactor(
     Args:
         lr: the bound on the relative step size, a float or a schedule of the step count.
         beta2_decay: exponent (<= 0) of the second-moment decay schedule.
-        eps: ``(eps1, eps2)``: the floor of the second moment (``None``: the dtype's machine
-            epsilon) and of the parameter RMS in the step size.
+        eps: ``(eps1, eps2)``: the floor of the second moment (``None``: each parameter's
+            dtype's machine epsilon; torch.optim takes the first parameter's for all) and of
+            the parameter RMS in the step size.
         d: clipping threshold on the update RMS (>= 1).
         weight_decay: decoupled weight decay coefficient.
 

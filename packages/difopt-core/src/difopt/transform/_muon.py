@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import optree
 import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
 from difopt.base import GradientTransformation, transformation
+from difopt.pytree import NAMESPACE
 
 __all__ = [
     "MUON_ADJUST_LR_FNS",
@@ -83,14 +85,35 @@ def _shape_factor(shape: torch.Size, adjust_lr_fn: str | None) -> float:
     return math.sqrt(max(1.0, rows / cols))
 
 
-def _check_matrices(leaves: lw.Tensors, what: str) -> None:
-    for i, x in enumerate(leaves):
+def _named_leaves(tree: Any) -> list[tuple[str, torch.Tensor]]:
+    """The tensor leaves of ``tree`` with their paths (``['w']``, ``[0]``), None leaves (a
+    parameter hidden because its update is missing) left out."""
+    paths, leaves, _ = optree.tree_flatten_with_path(tree, none_is_leaf=True, namespace=NAMESPACE)
+    return [
+        ("".join(f"[{k!r}]" for k in path), leaf)
+        for path, leaf in zip(paths, leaves)
+        if leaf is not None
+    ]
+
+
+def _check_matrices(tree: Any, what: str) -> None:
+    for name, x in _named_leaves(tree):
         if x.ndim != 2:
             raise ValueError(
-                f"scale_by_muon: {what} leaf {i} has shape {tuple(x.shape)}; Muon updates 2-D "
+                f"scale_by_muon: {what}{name} has shape {tuple(x.shape)}; Muon updates 2-D "
                 "matrices only. Optimize biases, norms, embeddings and other non-2-D "
-                "parameters with another optimizer (for instance difopt.adamw), as "
-                "torch.optim.Muon asks."
+                "parameters with another optimizer (for instance difopt.adamw, combined "
+                "through difopt.transform.masked), as torch.optim.Muon asks."
+            )
+
+
+def _check_shapes(updates: Any, buffers: Any) -> None:
+    for (name, g), (_, buf) in zip(_named_leaves(updates), _named_leaves(buffers)):
+        if g.shape != buf.shape:
+            raise ValueError(
+                f"scale_by_muon: updates{name} has shape {tuple(g.shape)}, but the parameter's "
+                f"momentum buffer has shape {tuple(buf.shape)}; was the state built by init() "
+                "for these parameters?"
             )
 
 
@@ -170,12 +193,13 @@ def scale_by_muon(
 
     def init(params: Any) -> ScaleByMuonState:
         ps, spec = lw.flatten(params)
-        _check_matrices(ps, "parameter")
+        _check_matrices(params, "params")
         return ScaleByMuonState(mu=lw.unflatten(spec, lw.zeros_like(ps, moment_requires_grad)))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        _check_matrices(updates, "updates")
+        _check_shapes(updates, state.mu)  # before anything is written
         gs, spec = lw.flatten(updates)
-        _check_matrices(gs, "update")
         bufs = lw.leaves(state.mu)
         if inplace:
             for buf, g in zip(bufs, gs):
