@@ -115,6 +115,57 @@ def _fusable(gs: lw.Tensors, ps: lw.Tensors) -> bool:
     return lw.foreach_ok(gs) and len(ps) == len(gs)
 
 
+def _maximum(old: lw.Tensors, new: lw.Tensors, inplace: bool) -> list[torch.Tensor]:
+    """AMSGrad's running maximum ``max(old, new)``, into ``old`` when ``inplace``."""
+    if inplace and lw.foreach_ok(old):
+        torch._foreach_maximum_(old, new)
+        return list(old)
+    if inplace:
+        return [torch.maximum(m, v, out=m) for m, v in zip(old, new)]
+    return [torch.maximum(m, v) for m, v in zip(old, new)]
+
+
+def _adam_apply(
+    updates: Any,
+    state: Any,
+    params: Any,
+    factor: float,
+    inplace: bool,
+    b1: float,
+    b2: float,
+    eps: float,
+    eps_root: float,
+    amsgrad: bool,
+) -> tuple[list[torch.Tensor], Any] | None:
+    """``params + factor * scale_by_adam(...)`` (or scale_by_amsgrad's) with the division and
+    the add fused into one ``addcdiv``; None when the fused path does not apply."""
+    gs, spec = lw.flatten(updates)
+    ps = lw.leaves(params)
+    if not _fusable(gs, ps):
+        return None
+    t = lw.uniform_step(state.count)
+    if t is None:  # counters that differ, or traced ones: keep to update()
+        return None
+    mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+    nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
+    second = _maximum(lw.leaves(state.nu_max), nu, inplace) if amsgrad else nu
+    count = lw.count_inc(state.count, inplace)
+    t += 1
+    bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
+    # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
+    #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
+    if eps_root:
+        denom: lw.Tensors = lw.sqrt(lw.add_scalar(second, eps_root * bc2), positive=True)
+    else:
+        denom = lw.sqrt(second)
+    value = factor * math.sqrt(bc2) / bc1
+    new_params = _add_ratio(ps, mu, denom, eps * math.sqrt(bc2), value, inplace)
+    trees = (lw.unflatten(spec, mu), lw.unflatten(spec, nu))
+    if amsgrad:
+        return new_params, ScaleByAmsgradState(*trees, lw.unflatten(spec, second), count)
+    return new_params, ScaleByAdamState(*trees, count)
+
+
 @transformation
 def scale_by_adam(
     b1: float = 0.9,
@@ -163,28 +214,9 @@ def scale_by_adam(
     def apply_scaled(
         updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
     ) -> tuple[list[torch.Tensor], ScaleByAdamState] | None:
-        gs, spec = lw.flatten(updates)
-        ps = lw.leaves(params)
-        if not _fusable(gs, ps):
-            return None
-        t = lw.uniform_step(state.count)
-        if t is None:  # counters that differ, or traced ones: keep to update()
-            return None
-        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
-        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-        count = lw.count_inc(state.count, inplace)
-        t += 1
-        bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-        # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
-        #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
-        if eps_root:
-            denom: lw.Tensors = lw.sqrt(lw.add_scalar(nu, eps_root * bc2), positive=True)
-        else:
-            denom = lw.sqrt(nu)
-        value = factor * math.sqrt(bc2) / bc1
-        new_params = _add_ratio(ps, mu, denom, eps * math.sqrt(bc2), value, inplace)
-        new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
-        return new_params, new_state
+        return _adam_apply(
+            updates, state, params, factor, inplace, b1, b2, eps, eps_root, amsgrad=False
+        )
 
     return FusedApplyTransformation(init, update, apply_scaled)
 
@@ -240,14 +272,7 @@ def scale_by_amsgrad(
         gs, spec = lw.flatten(updates)
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-        old_max = lw.leaves(state.nu_max)
-        if inplace and lw.foreach_ok(old_max):
-            torch._foreach_maximum_(old_max, nu)
-            nu_max = list(old_max)
-        elif inplace:
-            nu_max = [torch.maximum(m, v, out=m) for m, v in zip(old_max, nu)]
-        else:
-            nu_max = [torch.maximum(m, v) for m, v in zip(old_max, nu)]
+        nu_max = _maximum(lw.leaves(state.nu_max), nu, inplace)
         count = lw.count_inc(state.count, inplace)
         t = lw.step_value(count)
         out = _adam_direction(
@@ -258,7 +283,14 @@ def scale_by_amsgrad(
         )
         return lw.unflatten(spec, out), new_state
 
-    return GradientTransformation(init, update)
+    def apply_scaled(
+        updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
+    ) -> tuple[list[torch.Tensor], ScaleByAmsgradState] | None:
+        return _adam_apply(
+            updates, state, params, factor, inplace, b1, b2, eps, eps_root, amsgrad=True
+        )
+
+    return FusedApplyTransformation(init, update, apply_scaled)
 
 
 class ScaleByAdamaxState(NamedTuple):

@@ -208,11 +208,11 @@ def scale_by_muon(
         else:
             mu = [buf.lerp(g, keep) for buf, g in zip(bufs, gs)]
         directions = [g.lerp(m, momentum) for g, m in zip(gs, mu)] if nesterov else mu
-        out = [
-            newton_schulz(d, coefficients, ns_steps, eps, ns_dtype)
-            * _shape_factor(d.shape, adjust_lr_fn)
-            for d in directions
-        ]
+        out = []
+        for d in directions:
+            ortho = newton_schulz(d, coefficients, ns_steps, eps, ns_dtype)
+            factor = _shape_factor(d.shape, adjust_lr_fn)
+            out.append(ortho if factor == 1.0 else ortho * factor)  # 1: wide or square
         return lw.unflatten(spec, out), ScaleByMuonState(lw.unflatten(spec, mu))
 
     return GradientTransformation(init, update)
