@@ -256,10 +256,10 @@ def step_values(count: Any) -> list[int] | None:
         pass
     per_leaf = []
     for c in cs:
-        plain = _unwrapped(c)
-        if plain is None:
+        members = _unwrapped_values(c)
+        if members is None:
             return None
-        per_leaf.append(plain.flatten().tolist())
+        per_leaf.append(members)
     if all(members == per_leaf[0] for members in per_leaf):
         if all(m == per_leaf[0][0] for m in per_leaf[0]):
             return [int(per_leaf[0][0])] * len(cs)
@@ -273,17 +273,16 @@ def step_values(count: Any) -> list[int] | None:
     return [int(members[0]) for members in per_leaf]
 
 
-def _unwrapped(t: torch.Tensor) -> torch.Tensor | None:
-    """The plain tensor under ``t``'s functorch wrappers (vmap, grad), or None when there is
-    none to read (a traced or fake tensor)."""
+def _unwrapped_values(t: torch.Tensor) -> list[Any] | None:
+    """The values of the plain tensor under ``t``'s functorch wrappers (vmap, grad), or None
+    when there is none to read (a traced or fake tensor)."""
     functorch = torch._C._functorch
     while functorch.is_functorch_wrapped_tensor(t):
         t = functorch.get_unwrapped(t)
     try:
-        t.flatten().tolist()
+        return t.flatten().tolist()
     except RuntimeError:
         return None
-    return t
 
 
 def step_value(count: Any) -> int | torch.Tensor:

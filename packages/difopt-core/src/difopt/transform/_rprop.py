@@ -68,7 +68,6 @@ def scale_by_rprop(
         )
     decrease, increase = float(etas[0]), float(etas[1])
     low, high = float(step_sizes[0]), float(step_sizes[1])
-    etas3 = (increase, decrease, 1.0)
 
     def init(params: Any) -> ScaleByRpropState:
         ps, spec = lw.flatten(params)
@@ -82,8 +81,11 @@ def scale_by_rprop(
         out, prevs, sizes = [], [], []
         for g, prev, size in zip(gs, lw.leaves(state.prev), lw.leaves(state.step_size)):
             agreement = (g * prev).sign()
-            up, down, same = (torch.tensor(v, dtype=g.dtype, device=g.device) for v in etas3)
-            factor = torch.where(agreement > 0, up, torch.where(agreement < 0, down, same))
+            # Python scalars take g's dtype here (the tensor operand decides).
+            same = torch.ones_like(g)
+            factor = torch.where(
+                agreement > 0, increase, torch.where(agreement < 0, decrease, same)
+            )
             flipped = agreement < 0
             kept = torch.where(flipped, torch.zeros_like(g), g)
             if inplace:
