@@ -19,6 +19,8 @@ kernel call. Where an op cannot run (unsupported device or dtype, non-contiguous
 
 from __future__ import annotations
 
+from itertools import chain, repeat
+from operator import attrgetter
 from typing import Any, Callable, NamedTuple, Sequence
 
 import optree
@@ -43,8 +45,8 @@ __all__ = [
 ]
 
 _DTYPES = {
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    "cpu": frozenset({torch.float32, torch.float64}),
+    "cuda": frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
 }
 
 Tensors = list[torch.Tensor]
@@ -60,32 +62,73 @@ def is_available(device: Any = None) -> bool:
         True for the CPU; for CUDA, when this build has the CUDA kernels and a GPU is present.
     """
     dev = torch.device("cpu" if device is None else device)
-    if dev.type == "cuda":
-        return _ops.has_kernel("cuda") and torch.cuda.is_available()
-    return _ops.has_kernel(dev.type)
+    return _available_on(dev.type)
+
+
+# Which device types the ops run on. The kernels are registered when the library loads and
+# never change, and torch caches whether a GPU is present, so each answer is computed once: a
+# classic step asks on every call.
+_AVAILABLE: dict[str, bool] = {}
+
+
+def _available_on(device_type: str) -> bool:
+    known = _AVAILABLE.get(device_type)
+    if known is None:
+        known = _ops.has_kernel(device_type)
+        if device_type == "cuda":
+            known = known and torch.cuda.is_available()
+        _AVAILABLE[device_type] = known
+    return known
 
 
 # ----------------------------------------------------------------------------- shared logic
+
+_dtype_of = attrgetter("dtype")
+_shape_of = attrgetter("shape")
 
 
 def _why_not_fusable(
     grads: Sequence[Any], states: Sequence[Sequence[Any]], params: Sequence[Any] | None
 ) -> str | None:
-    """None when a fused op accepts these lists, else why not (for a one-time warning)."""
+    """None when a fused op accepts these lists, else why not (for a one-time warning).
+
+    A classic step asks this on every call, for every tensor, so the accepted case is checked
+    list by list with C-level loops (``map``) and the reason is worked out only on rejection.
+    """
     if not grads:
         return "empty"
     if torch._C._are_functorch_transforms_active():
         return "inside torch.func transforms (vmap/grad have no rule for the fused op)"
+    others = [*states, *([] if params is None else [params])]
+    n = len(grads)
+    if any(len(xs) != n for xs in others):
+        return "state and updates differ in length"
+    every = [*grads, *chain.from_iterable(others)]
+    if all(map(isinstance, every, repeat(torch.Tensor))):
+        dtypes = list(map(_dtype_of, grads))
+        shapes = list(map(_shape_of, grads))
+        first = grads[0]
+        if (
+            _available_on(first.device.type)
+            and set(dtypes) <= _DTYPES[first.device.type]
+            and len(set(map(torch.Tensor.get_device, every))) == 1
+            and all(list(map(_dtype_of, xs)) == dtypes for xs in others)
+            and all(list(map(_shape_of, xs)) == shapes for xs in others)
+            and all(map(torch.Tensor.is_contiguous, every[n:]))
+        ):
+            return None
+    return _rejection(grads, others)
+
+
+def _rejection(grads: Sequence[Any], others: list[Sequence[Any]]) -> str:
+    """Why the lists that :func:`_why_not_fusable` rejected cannot go to a fused op."""
     first = grads[0]
     if not torch.is_tensor(first):
         return "updates are not tensors"
     device = first.device
-    if not is_available(device):
+    if not _available_on(device.type):
         return f"the fused op is not available for device {device}"
     dtypes = _DTYPES[device.type]
-    others = [*states, *([] if params is None else [params])]
-    if any(len(xs) != len(grads) for xs in others):
-        return "state and updates differ in length"
     for i, g in enumerate(grads):
         if not torch.is_tensor(g) or g.device != device or g.dtype not in dtypes:
             return f"tensor dtype/device {getattr(g, 'dtype', None)}/{getattr(g, 'device', None)} is not supported"
@@ -95,13 +138,24 @@ def _why_not_fusable(
                 return "state or parameters differ in dtype or device from the updates"
             if x.shape != g.shape or not x.is_contiguous():
                 return "state or parameters are not contiguous or differ in shape"
-    return None
+    raise AssertionError("_rejection called on lists a fused op accepts")  # pragma: no cover
 
 
-def _counters_agree(count: Any) -> bool:
-    """Whether the per-parameter step counters hold one value (one call of the op)."""
-    counts = optree.tree_leaves(count, namespace=NAMESPACE)
-    return len(counts) > 0 and len(set(torch.stack(counts).tolist())) == 1
+def _common_step(counts: Tensors) -> bool:
+    """Whether the per-parameter step counters (0-d CPU tensors) hold one value, so that one
+    call of the op steps them all."""
+    return len({c.item() for c in counts}) == 1
+
+
+_TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
+def _leaves(tree: Any) -> list[Any]:
+    """The leaves of ``tree``; a plain list or tuple of tensors (what a classic optimizer
+    passes on every step) without optree's per-leaf cost."""
+    if type(tree) in (list, tuple) and set(map(type, tree)) <= _TENSOR_TYPES:
+        return list(tree)
+    return optree.tree_leaves(tree, namespace=NAMESPACE)
 
 
 def _fallback_warning(op: str, reason: str) -> None:
@@ -144,9 +198,10 @@ def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransform
 
     def run(
         gs: Sequence[torch.Tensor],
-        spec: Any,
+        updates: Any,
         states: list[Tensors],
         state: Any,
+        counts: Tensors,
         params: Tensors | None,
         factor: float,
         inplace: bool,
@@ -154,7 +209,6 @@ def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransform
         gs = _contiguous(gs)
         # The counters (one per parameter) agree here: update() is wrapped by core's by_step,
         # and apply_scaled checks them. The op takes the step as one 0-d tensor.
-        counts = optree.tree_leaves(state.count, namespace=NAMESPACE) if counted else []
         step = counts[0] + 1 if counts else None
         if inplace and not _on_graph(gs, *states, params or []):
             out = params if params is not None else [torch.empty_like(g) for g in gs]
@@ -163,13 +217,17 @@ def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransform
                 torch._foreach_add_(counts, 1)
             return list(out), state
         out, *new_states = kernel.functional(gs, states, params or [], step, factor)
+        spec = optree.tree_structure(updates, namespace=NAMESPACE)
         trees = {f: optree.tree_unflatten(spec, xs) for f, xs in zip(kernel.fields, new_states)}
         if counted:
             trees["count"] = optree.tree_unflatten(spec, list(torch._foreach_add(counts, 1)))
         return out, kernel.state_type(**trees)
 
+    def counters(state: Any) -> Tensors:
+        return _leaves(state.count) if counted else []
+
     def leaves(state: Any) -> list[Tensors]:
-        return [optree.tree_leaves(getattr(state, f), namespace=NAMESPACE) for f in kernel.fields]
+        return [_leaves(getattr(state, f)) for f in kernel.fields]
 
     def update(
         updates: Any, state: Any, *, params: Any = None, inplace: bool = True
@@ -180,20 +238,21 @@ def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransform
         if reason is not None:
             _fallback_warning(kernel.op, reason)
             return pure.update(updates, state, params=params, inplace=inplace)
-        out, new_state = run(gs, spec, states, state, None, 1.0, inplace)
+        out, new_state = run(gs, updates, states, state, counters(state), None, 1.0, inplace)
         return optree.tree_unflatten(spec, out), new_state
 
     def apply_scaled(
         updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
     ) -> tuple[Tensors, Any] | None:
-        gs, spec = optree.tree_flatten(updates, namespace=NAMESPACE)
-        ps = optree.tree_leaves(params, namespace=NAMESPACE)
+        gs = _leaves(updates)
+        ps = _leaves(params)
         states = leaves(state)
         if _why_not_fusable(gs, states, ps) is not None:
             return None  # the caller falls back to update(), which warns
-        if counted and not _counters_agree(state.count):
+        counts = counters(state)
+        if counted and not _common_step(counts):
             return None  # update() runs the op once per step value
-        return run(gs, spec, states, state, ps, factor, inplace)
+        return run(gs, updates, states, state, counts, ps, factor, inplace)
 
     return FusedApplyTransformation(pure.init, update, apply_scaled)
 
