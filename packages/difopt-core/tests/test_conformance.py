@@ -304,3 +304,61 @@ def test_transformation_pickles_compares_and_prints(name):
     b = run_functional(name, again, 2, inplace=False)
     for k in a:
         assert torch.equal(a[k], b[k])
+
+
+# Wrong-shaped gradients for the problem's "w2" (2, 4): one that would broadcast silently into
+# the parameter and its moments, and one that cannot broadcast (it would fail half-way).
+WRONG_SHAPES = {
+    "broadcastable (1,)": (1,),
+    "broadcastable (4,)": (4,),
+    "incompatible (4, 2)": (4, 2),
+}
+
+
+@each_optimizer
+@pytest.mark.parametrize("shape", WRONG_SHAPES)
+@pytest.mark.parametrize("with_params", [True, False])
+def test_a_wrong_shaped_update_is_refused_before_anything_changes(name, shape, with_params):
+    """Never broadcast: ValueError naming the leaf, and the state (every leaf, in place or
+    not), the parameters and the gradients exactly as they were. Without ``params`` the
+    reference is the state's moments, so a stateless optimizer (or one whose update needs the
+    parameters) is only checked with them."""
+    impl = alias_of(name)(**kwargs_of(name))
+    params = make_params(name)
+    state = impl.init(params)
+    _, state = impl.update(grads_at(params), state, params=params, inplace=True)
+    grads = grads_at(params)
+    grads["w2"] = torch.ones(WRONG_SHAPES[shape], dtype=torch.float64)
+    before = [x.clone() for x in leaves((params, grads, state))]
+    kwargs = dict(params=params) if with_params else {}
+    for inplace in (True, False):
+        try:
+            impl.update(grads, state, inplace=inplace, **kwargs)
+        except ValueError as error:
+            needs_params = not with_params and "needs 'params'" in str(error)
+            assert needs_params or "updates['w2'] has shape" in str(error), error
+        else:
+            # Only possible without params, for an optimizer with no per-parameter moments.
+            assert not with_params, "a wrong-shaped update was accepted"
+            assert not per_parameter_moments(state, params), "accepted despite the moments"
+        after = leaves((params, grads, state))
+        assert all(torch.equal(x, y) for x, y in zip(before, after))
+
+
+def per_parameter_moments(state, params) -> bool:
+    """Whether some floating-point part of the state has the parameters' shapes."""
+    structure = optree.tree_structure(params, none_is_leaf=True, namespace=NAMESPACE)
+    shapes = [p.shape for p in params.values()]
+    return any(
+        all(x is not None and x.is_floating_point() for x in part)
+        and [x.shape for x in part] == shapes
+        for part in per_parameter_parts(state, structure)
+    )
+
+
+def test_apply_updates_refuses_a_wrong_shaped_update():
+    params = {"w": torch.zeros(2, 2), "b": torch.zeros(2)}
+    for inplace in (True, False):
+        with pytest.raises(ValueError, match=r"updates\['w'\] has shape \(2,\).*\(2, 2\)"):
+            difopt.apply_updates(params, {"w": torch.ones(2), "b": torch.ones(2)}, inplace=inplace)
+        assert torch.equal(params["b"], torch.zeros(2))

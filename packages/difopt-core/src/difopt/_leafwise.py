@@ -9,7 +9,6 @@ return fresh tensors and never modify their inputs.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence, Union
 
 import optree
@@ -36,18 +35,31 @@ _TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
 _TENSOR_OR_NONE_TYPES = _TENSOR_TYPES | {type(None)}
 
 
-@functools.lru_cache(maxsize=1024)
+# Specs by (tuple?, length, none_is_leaf). A plain dict, not functools.lru_cache, which
+# torch.compile warns about.
+_SPECS: dict[tuple[bool, int, bool], optree.PyTreeSpec] = {}
+
+
 def _sequence_spec(is_tuple: bool, length: int, none_is_leaf: bool) -> optree.PyTreeSpec:
-    placeholder: Any = (0,) * length if is_tuple else [0] * length
-    return optree.tree_structure(
-        placeholder,
-        none_is_leaf=none_is_leaf,
-        namespace=NAMESPACE,
-    )
+    key = (is_tuple, length, none_is_leaf)
+    spec = _SPECS.get(key)
+    if spec is None:
+        if len(_SPECS) >= 1024:
+            _SPECS.clear()
+        placeholder: Any = (0,) * length if is_tuple else [0] * length
+        spec = optree.tree_structure(placeholder, none_is_leaf=none_is_leaf, namespace=NAMESPACE)
+        _SPECS[key] = spec
+    return spec
 
 
 def _flat_sequence(tree: Any, leaf_types: frozenset[type]) -> bool:
-    return type(tree) in _SEQUENCES and set(map(type, tree)) <= leaf_types
+    # Not while torch.compile traces: Dynamo runs optree through its own Python version,
+    # whose specs must not land in the cache that eager calls read.
+    return (
+        type(tree) in _SEQUENCES
+        and set(map(type, tree)) <= leaf_types
+        and not torch.compiler.is_compiling()
+    )
 
 
 def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import optree
 
 from difopt import _leafwise as lw
+from difopt._shapes import check_update_shapes
 from difopt.pytree import NAMESPACE
 
 __all__ = ["by_step", "complete_update", "none_aware"]
@@ -43,6 +44,7 @@ def none_aware(update: UpdateFn) -> UpdateFn:
         updates: Any, state: Any, *, params: Any = None, inplace: bool = True
     ) -> tuple[Any, Any]:
         leaves, spec = lw.flatten_with_none(updates)
+        check_update_shapes(updates, leaves, state, params)
         missing = [leaf is None for leaf in leaves]
         if not any(missing):
             return update(updates, state, params=params, inplace=inplace)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from difopt import _leafwise as lw
+from difopt._shapes import check_leaf_shapes
 
 __all__ = ["apply_updates"]
 
@@ -23,7 +24,8 @@ def apply_updates(params: Any, updates: Any, *, inplace: bool = True) -> Any:
             require grad) and return them; with ``False``, return new tensors on the graph.
 
     Raises:
-        ValueError: if the tree structures differ; nothing is modified then.
+        ValueError: if the tree structures or a leaf's shape differ (an update is never
+            broadcast); nothing is modified then.
     """
     ps, spec = lw.flatten_with_none(params)
     us, u_spec = lw.flatten_with_none(updates)
@@ -31,6 +33,7 @@ def apply_updates(params: Any, updates: Any, *, inplace: bool = True) -> Any:
         raise ValueError(
             f"'updates' has tree structure {u_spec}, which does not match 'params' {spec}"
         )
+    check_leaf_shapes(updates, us, ps, from_params=True)
     present = [i for i, u in enumerate(us) if u is not None]
     ps_present = [ps[i] for i in present]
     us_present = [us[i] for i in present]

@@ -16,6 +16,7 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
+from difopt._shapes import param_shaped
 from difopt.base import FusedApplyTransformation, GradientTransformation, transformation
 
 __all__ = [
@@ -53,6 +54,7 @@ def _power(base: float, step: int | torch.Tensor) -> float | torch.Tensor:
     return base**step
 
 
+@param_shaped("mu", "nu")
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`: first and second moments and the step count."""
 
@@ -221,6 +223,7 @@ def scale_by_adam(
     return FusedApplyTransformation(init, update, apply_scaled)
 
 
+@param_shaped("mu", "nu", "nu_max")
 class ScaleByAmsgradState(NamedTuple):
     """State of :func:`scale_by_amsgrad`: Adam's moments, the running maximum of the second
     moment and the step count."""
@@ -293,6 +296,7 @@ def scale_by_amsgrad(
     return FusedApplyTransformation(init, update, apply_scaled)
 
 
+@param_shaped("mu", "nu")
 class ScaleByAdamaxState(NamedTuple):
     """State of :func:`scale_by_adamax`: first moment, infinity norm and step count."""
 
@@ -331,6 +335,7 @@ def scale_by_adamax(
     return GradientTransformation(init, update)
 
 
+@param_shaped("mu", "nu")
 class ScaleByRAdamState(NamedTuple):
     """State of :func:`scale_by_radam`."""
 
@@ -397,6 +402,7 @@ def scale_by_radam(
     return GradientTransformation(init, update)
 
 
+@param_shaped("mu", "nu")
 class ScaleByAdaDeltaState(NamedTuple):
     """State of :func:`scale_by_adadelta`: averages of squared updates and of squared steps."""
 
@@ -433,6 +439,7 @@ def scale_by_adadelta(
     return GradientTransformation(init, update)
 
 
+@param_shaped("nu")
 class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms`: the running average of squared updates."""
 
@@ -475,6 +482,7 @@ def scale_by_rms(
     return FusedApplyTransformation(init, update, apply_scaled)
 
 
+@param_shaped("mu", "nu")
 class ScaleByRStdDevState(NamedTuple):
     """State of :func:`scale_by_stddev`: running means of updates and of their squares."""
 
@@ -543,6 +551,7 @@ def scale_by_stddev(
     return FusedApplyTransformation(init, update, apply_scaled)
 
 
+@param_shaped("sum_of_squares")
 class ScaleByRssState(NamedTuple):
     """State of :func:`scale_by_rss`: the running sum of squared updates."""
 
@@ -578,6 +587,7 @@ def scale_by_rss(
     return GradientTransformation(init, update)
 
 
+@param_shaped("mu", "nu")
 class ScaleByNadamState(NamedTuple):
     """State of :func:`scale_by_nadam`: moments, step count and product of momentum factors."""
 
@@ -636,6 +646,7 @@ def scale_by_nadam(
     return GradientTransformation(init, update)
 
 
+@param_shaped("mu")
 class ScaleByLionState(NamedTuple):
     """State of :func:`scale_by_lion`: the momentum."""
 
@@ -670,6 +681,7 @@ def scale_by_lion(
     return GradientTransformation(init, update)
 
 
+@param_shaped("mu", "delta", "nu", "prev")
 class ScaleByAdanState(NamedTuple):
     """State of :func:`scale_by_adan`: three moments, the previous update and the step count."""
 

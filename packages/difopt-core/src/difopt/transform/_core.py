@@ -9,6 +9,7 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
+from difopt._shapes import param_shaped
 from difopt.base import EmptyState, GradientTransformation, transformation
 
 __all__ = [
@@ -158,6 +159,7 @@ def flip_sign_and_add_weight_decay(
     return GradientTransformation(init, update)
 
 
+@param_shaped("trace")
 class TraceState(NamedTuple):
     """State of :func:`trace`: the momentum buffer and the number of steps taken."""
 

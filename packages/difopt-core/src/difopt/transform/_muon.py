@@ -18,6 +18,7 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
+from difopt._shapes import param_shaped
 from difopt.base import GradientTransformation, transformation
 from difopt.pytree import NAMESPACE
 
@@ -39,6 +40,7 @@ MUON_NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
 MUON_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
 
+@param_shaped("mu")
 class ScaleByMuonState(NamedTuple):
     """State of :func:`scale_by_muon`: the momentum buffer of each parameter."""
 
@@ -104,16 +106,6 @@ def _check_matrices(tree: Any, what: str) -> None:
                 "matrices only. Optimize biases, norms, embeddings and other non-2-D "
                 "parameters with another optimizer (for instance difopt.adamw, combined "
                 "through difopt.transform.masked), as torch.optim.Muon asks."
-            )
-
-
-def _check_shapes(updates: Any, buffers: Any) -> None:
-    for (name, g), (_, buf) in zip(_named_leaves(updates), _named_leaves(buffers)):
-        if g.shape != buf.shape:
-            raise ValueError(
-                f"scale_by_muon: updates{name} has shape {tuple(g.shape)}, but the parameter's "
-                f"momentum buffer has shape {tuple(buf.shape)}; was the state built by init() "
-                "for these parameters?"
             )
 
 
@@ -198,7 +190,6 @@ def scale_by_muon(
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         _check_matrices(updates, "updates")
-        _check_shapes(updates, state.mu)  # before anything is written
         gs, spec = lw.flatten(updates)
         bufs = lw.leaves(state.mu)
         if inplace:

@@ -10,11 +10,13 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
+from difopt._shapes import param_shaped
 from difopt.base import GradientTransformation, transformation
 
 __all__ = ["ScaleByRpropState", "scale_by_rprop"]
 
 
+@param_shaped("prev", "step_size")
 class ScaleByRpropState(NamedTuple):
     """State of :func:`scale_by_rprop`: the previous (masked) gradient and the current step
     size of every element."""
