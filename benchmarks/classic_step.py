@@ -14,6 +14,10 @@ Default size: 16 tensors of 512x1024 float32 (8M parameters). ``--optimizer`` pi
   check holds; see difopt-core's tests/test_muon.py), against plain torch.optim.Muon, which
   has no foreach variant.
 
+With ``--compile`` the contenders are the steps compiled with ``torch.compile`` (inductor,
+compiled during the warm-up): difopt's class against torch.optim's, with torch's eager
+foreach step for reference; target: compiled difopt / compiled torch.optim <= 1.00.
+
 Targets: difopt / torch.optim(foreach=True) <= 1.00 (plain torch.optim for Muon); difopt with
 use_accelerated_op=True / torch.optim(fused=True) <= 1.00 where torch has a fused CPU kernel
 (Adam, SGD), else / torch foreach (RMSprop). Optimizers without a fused difopt kernel or a
@@ -21,6 +25,7 @@ TorchOpt counterpart report those contenders as skipped.
 
     python benchmarks/classic_step.py                      # Adam, full size
     python benchmarks/classic_step.py --optimizer sgd      # SGD with momentum
+    python benchmarks/classic_step.py --compile            # both steps torch.compile'd
     python benchmarks/classic_step.py --quick              # smoke run
 """
 
@@ -91,6 +96,52 @@ def _optimizers(name: str, lr: float, centered: bool) -> dict[str, Any]:
     )
 
 
+def _eager_contenders(
+    spec: dict[str, Any],
+    kw: dict[str, Any],
+    foreach: dict[str, Any],
+    t: str,
+    add: Callable[..., None],
+    status: dict[str, str],
+) -> None:
+    """difopt (pure and fused), torch.optim (foreach and fused) and TorchOpt, uncompiled."""
+    add("difopt", lambda ps: spec["difopt"](ps, **kw))
+    accel, why = _bench.try_import("difopt_accel")
+    if not spec.get("accel", True):
+        status["difopt-accel"] = "no fused difopt-accel kernel for this optimizer"
+    elif accel is None:
+        status["difopt-accel"] = why or "skipped"
+    else:
+        add("difopt-accel", lambda ps: spec["difopt"](ps, use_accelerated_op=True, **kw))
+    add("torch-foreach", lambda ps: spec["torch"](ps, **foreach, **kw))
+    if spec["torch_fused"]:
+        add("torch-fused", lambda ps: spec["torch"](ps, fused=True, **kw))
+    else:
+        status["torch-fused"] = f"torch.optim.{t} has no fused CPU kernel"
+    torchopt, why = _bench.try_import("torchopt")
+    if spec["torchopt"] is None:
+        status["torchopt"] = "TorchOpt 0.7.3 has no such optimizer"
+    elif torchopt is None:
+        status["torchopt"] = why or "skipped"
+    else:
+        add("torchopt", lambda ps: getattr(torchopt, spec["torchopt"])(ps, **kw))
+
+
+def _eager_targets(
+    times: dict[str, Any], status: dict[str, str], spec: dict[str, Any]
+) -> list[dict[str, Any]]:
+    r = _bench.ratio(times, "difopt", BASELINE)
+    missing = status.get("difopt") or status.get(BASELINE) or ""
+    targets = [_bench.target(f"difopt/{BASELINE}", r, TARGET, missing)]
+    # difopt-accel's target: its fused step against torch's own fused kernel where torch has
+    # one, else against torch's foreach step.
+    peer = "torch-fused" if spec["torch_fused"] else BASELINE
+    missing = status.get("difopt-accel") or status.get(peer) or ""
+    r = _bench.ratio(times, "difopt-accel", peer)
+    targets.append(_bench.target(f"difopt-accel/{peer}", r, TARGET, missing))
+    return targets
+
+
 def main() -> None:
     p = _bench.parser(__doc__.splitlines()[0])
     p.add_argument("--tensors", type=int, default=16, help="number of parameter tensors")
@@ -103,6 +154,9 @@ def main() -> None:
         default="adam",
     )
     p.add_argument("--centered", action="store_true", help="rmsprop: centered variant")
+    p.add_argument(
+        "--compile", action="store_true", help="time torch.compile'd steps (difopt vs torch)"
+    )
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (Adam), else 1e-2")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -124,10 +178,13 @@ def main() -> None:
     result_name = "adam_classic" if args.optimizer == "adam" else f"{args.optimizer}_classic"
     if args.centered:
         result_name += "_centered"
+    if args.compile:
+        result_name += "_compiled"
     n_params = args.tensors * args.rows * args.cols
     print(
         f"{spec['title']} step, {args.tensors} x {args.rows}x{args.cols} float32 "
-        f"({n_params / 1e6:.2f}M parameters), CPU, threads={torch.get_num_threads()}, "
+        f"({n_params / 1e6:.2f}M parameters){', torch.compile' if args.compile else ''}, "
+        f"CPU, threads={torch.get_num_threads()}, "
         f"{repeats} interleaved repetitions x {steps} steps, warm-up {warmup} steps\n"
     )
 
@@ -150,12 +207,18 @@ def main() -> None:
         "torch-fused": f"torch.optim.{t}(fused=True)",
         "torchopt": f"torchopt.{spec['torchopt']} (TorchOpt 0.7.3)",
     }
+    if args.compile:
+        labels = {
+            "difopt-compiled": f"torch.compile(difopt.{spec['difopt'].__name__}.step)",
+            "torch-compiled": f"torch.compile(torch.optim.{t}.step)",
+            "torch-foreach": labels["torch-foreach"] + " (eager)",
+        }
     order = list(labels)
     status: dict[str, str] = {}
     params: dict[str, list[torch.Tensor]] = {}
     steps_fn: dict[str, Callable[[], Any]] = {}
 
-    def add(key: str, make: Callable[[list[torch.Tensor]], Any]) -> None:
+    def add(key: str, make: Callable[[list[torch.Tensor]], Any], compiled: bool = False) -> None:
         try:
             ps = fresh()
             opt = make(ps)
@@ -163,30 +226,16 @@ def main() -> None:
             status[key] = _bench.failure(exc)
             return
         params[key] = ps
-        steps_fn[key] = opt.step
+        steps_fn[key] = torch.compile(opt.step) if compiled else opt.step
 
     kw = spec["kwargs"]
-    add("difopt", lambda ps: spec["difopt"](ps, **kw))
-    accel, why = _bench.try_import("difopt_accel")
-    if not spec.get("accel", True):
-        status["difopt-accel"] = "no fused difopt-accel kernel for this optimizer"
-    elif accel is None:
-        status["difopt-accel"] = why or "skipped"
-    else:
-        add("difopt-accel", lambda ps: spec["difopt"](ps, use_accelerated_op=True, **kw))
     foreach = dict(foreach=True) if spec.get("torch_foreach", True) else {}
-    add("torch-foreach", lambda ps: spec["torch"](ps, **foreach, **kw))
-    if spec["torch_fused"]:
-        add("torch-fused", lambda ps: spec["torch"](ps, fused=True, **kw))
+    if args.compile:
+        add("difopt-compiled", lambda ps: spec["difopt"](ps, **kw), compiled=True)
+        add("torch-compiled", lambda ps: spec["torch"](ps, **kw), compiled=True)
+        add("torch-foreach", lambda ps: spec["torch"](ps, **foreach, **kw))
     else:
-        status["torch-fused"] = f"torch.optim.{t} has no fused CPU kernel"
-    torchopt, why = _bench.try_import("torchopt")
-    if spec["torchopt"] is None:
-        status["torchopt"] = "TorchOpt 0.7.3 has no such optimizer"
-    elif torchopt is None:
-        status["torchopt"] = why or "skipped"
-    else:
-        add("torchopt", lambda ps: getattr(torchopt, spec["torchopt"])(ps, **kw))
+        _eager_contenders(spec, kw, foreach, t, add, status)
 
     errors: dict[str, str] = {}
     times = _bench.interleaved(
@@ -216,15 +265,12 @@ def main() -> None:
     for c in checks:
         print(f"  {c['name']}: {'yes' if c['ok'] else 'NO'} ({c['detail']})")
 
-    r = _bench.ratio(times, "difopt", BASELINE)
-    missing = status.get("difopt") or status.get(BASELINE) or ""
-    targets = [_bench.target(f"difopt/{BASELINE}", r, TARGET, missing)]
-    # difopt-accel's target: its fused step against torch's own fused kernel where torch has
-    # one, else against torch's foreach step.
-    peer = "torch-fused" if spec["torch_fused"] else BASELINE
-    missing = status.get("difopt-accel") or status.get(peer) or ""
-    r = _bench.ratio(times, "difopt-accel", peer)
-    targets.append(_bench.target(f"difopt-accel/{peer}", r, TARGET, missing))
+    if args.compile:
+        r = _bench.ratio(times, "difopt-compiled", "torch-compiled")
+        missing = status.get("difopt-compiled") or status.get("torch-compiled") or ""
+        targets = [_bench.target("difopt-compiled/torch-compiled", r, TARGET, missing)]
+    else:
+        targets = _eager_targets(times, status, spec)
     _bench.print_targets(targets)
 
     _bench.write_json(
@@ -241,6 +287,7 @@ def main() -> None:
                 "warmup": warmup,
                 "optimizer": args.optimizer,
                 "centered": args.centered,
+                "compile": args.compile,
                 "lr": lr,
                 "seed": args.seed,
             },

@@ -38,6 +38,7 @@ VARIANTS = {
     "adafactor_classic": ("classic_step", ["--optimizer", "adafactor"]),
     "rprop_classic": ("classic_step", ["--optimizer", "rprop"]),
     "muon_classic": ("classic_step", ["--optimizer", "muon"]),
+    "adam_classic_compiled": ("classic_step", ["--compile"]),
 }
 
 BENCHMARKS = [
@@ -49,6 +50,7 @@ BENCHMARKS = [
     "adafactor_classic",
     "rprop_classic",
     "muon_classic",
+    "adam_classic_compiled",
     "maml_meta",
     "import_time",
     "zero_order_mlp",

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
+import difopt
 import difopt_accel
 from _problems import SHAPES
 
@@ -144,3 +145,66 @@ def test_compiled_inplace_step_matches_eager(name: str) -> None:
     compiled(*b)
     for x, y in zip(_flat(a), _flat(b)):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+# A classic step with use_accelerated_op=True, compiled whole: the fused op is in the graph
+# (the fusability checks trace, the step counters are not read), against torch.optim.
+
+CLASSIC = {
+    "adam": (difopt.Adam, torch.optim.Adam, dict(lr=1e-2, weight_decay=0.1)),
+    "sgd-momentum": (difopt.SGD, torch.optim.SGD, dict(lr=1e-2, momentum=0.9)),
+    "rmsprop": (difopt.RMSProp, torch.optim.RMSprop, dict(lr=1e-2, centered=True)),
+}
+
+
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)
+    ).double()
+
+
+def _classic_steps(opt, model, run, skip=()) -> None:
+    x = torch.randn(9, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for k in range(6):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        if k in skip:
+            model[0].weight.grad = None
+        run()
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_compiled_classic_accelerated_step_is_one_graph_with_the_fused_op(name: str) -> None:
+    ours_cls, torch_cls, kw = CLASSIC[name]
+    net, ref = _mlp(), _mlp()
+    opt = ours_cls(net.parameters(), use_accelerated_op=True, **kw)
+    targets: list[str] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        targets.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend(backend)
+    _classic_steps(opt, net, torch.compile(opt.step, backend=counter))
+    ropt = torch_cls(ref.parameters(), **kw)
+    _classic_steps(ropt, ref, ropt.step)
+    assert counter.frame_count == 1  # one graph: no break, no recompilation
+    assert any(t.startswith("difopt_accel.") for t in targets), sorted(set(targets))
+    for p, q in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_classic_accelerated_step_after_missed_steps(backend: str) -> None:
+    """The first weight has no gradient at steps 1 and 2, so the counters differ; the
+    compiled step runs eagerly from then on and stays equal to torch.optim."""
+    net, ref = _mlp(), _mlp()
+    opt = difopt.Adam(net.parameters(), lr=1e-2, use_accelerated_op=True)
+    ropt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    torch._dynamo.reset()
+    _classic_steps(opt, net, torch.compile(opt.step, backend=backend), skip=(1, 2))
+    _classic_steps(ropt, ref, ropt.step, skip=(1, 2))
+    for p, q in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)

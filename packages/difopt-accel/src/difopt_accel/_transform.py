@@ -71,6 +71,7 @@ def is_available(device: Any = None) -> bool:
 _AVAILABLE: dict[str, bool] = {}
 
 
+@torch.compiler.assume_constant_result  # traced as a constant: no graph break under compile
 def _available_on(device_type: str) -> bool:
     known = _AVAILABLE.get(device_type)
     if known is None:
@@ -103,6 +104,10 @@ def _why_not_fusable(
     n = len(grads)
     if any(len(xs) != n for xs in others):
         return "state and updates differ in length"
+    if torch.compiler.is_compiling():
+        # Dynamo traces the per-tensor checks (metadata it guards on) but not the C-level
+        # loops below; the compiled graph has none of this cost.
+        return _rejection(grads, others)
     every = [*grads, *chain.from_iterable(others)]
     if all(map(isinstance, every, repeat(torch.Tensor))):
         dtypes = list(map(_dtype_of, grads))
@@ -120,8 +125,8 @@ def _why_not_fusable(
     return _rejection(grads, others)
 
 
-def _rejection(grads: Sequence[Any], others: list[Sequence[Any]]) -> str:
-    """Why the lists that :func:`_why_not_fusable` rejected cannot go to a fused op."""
+def _rejection(grads: Sequence[Any], others: list[Sequence[Any]]) -> str | None:
+    """Why the lists cannot go to a fused op (None when they can), tensor by tensor."""
     first = grads[0]
     if not torch.is_tensor(first):
         return "updates are not tensors"
@@ -138,12 +143,21 @@ def _rejection(grads: Sequence[Any], others: list[Sequence[Any]]) -> str:
                 return "state or parameters differ in dtype or device from the updates"
             if x.shape != g.shape or not x.is_contiguous():
                 return "state or parameters are not contiguous or differ in shape"
-    raise AssertionError("_rejection called on lists a fused op accepts")  # pragma: no cover
+    return None
 
 
 def _common_step(counts: Tensors) -> bool:
     """Whether the per-parameter step counters (0-d CPU tensors) hold one value, so that one
     call of the op steps them all."""
+    if torch.compiler.is_compiling():
+        # Reading the counters would break the graph: the compiled step checks at run time.
+        stacked = torch.stack([c.detach() for c in counts])
+        torch._assert_async(
+            (stacked == stacked[0]).all(),
+            "difopt-accel: the step counters differ between parameters (some parameters "
+            "missed steps); a torch.compile'd step needs them to agree: run this step eagerly",
+        )
+        return True
     return len({c.item() for c in counts}) == 1
 
 

@@ -291,6 +291,10 @@ def step_values(count: Any) -> list[int] | None:
     cs = leaves(count)
     if not cs:
         return []
+    if torch.compiler.is_compiling():
+        # Reading a counter would break the graph (a data-dependent Python scalar); the
+        # updates read it as a tensor instead, and ``counters_agree`` checks it at run time.
+        return None
     try:
         if len(cs) == 1:
             return [int(cs[0])]
@@ -334,10 +338,44 @@ def step_value(count: Any) -> int | torch.Tensor:
     cs = leaves(count)
     if not cs:
         return 0
+    if torch.compiler.is_compiling():
+        return cs[0]  # a tensor: no graph break (see step_values)
     try:
         return int(cs[0])
     except RuntimeError:  # a batched / traced counter inside torch.func
         return cs[0]
+
+
+def real_step(t: Any) -> Any:
+    """A step value for arithmetic: an int as is, a counter tensor (traced or batched) as a
+    float64 tensor (float32 on MPS, which has no float64), so that ``b ** t`` and the like keep
+    double precision (an int64 tensor there computes in float32)."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
+
+
+def where_first(first: Any, at_first: float, after: float, like: torch.Tensor) -> torch.Tensor:
+    """``at_first`` where the traced step value ``first`` is 0, else ``after``, as a 0-d tensor
+    of ``like``'s dtype and device (``torch.where`` of two Python floats would be float32)."""
+    a = torch.tensor(at_first, dtype=like.dtype, device=like.device)
+    b = torch.tensor(after, dtype=like.dtype, device=like.device)
+    return torch.where(first == 0, a, b)
+
+
+def assert_counters_agree(count: Any) -> None:
+    """Under ``torch.compile``, where the counters cannot be read without breaking the graph,
+    make the compiled step fail at run time when they differ (parameters that skipped steps)
+    instead of stepping all of them with the first one's count."""
+    cs = leaves(count)
+    if len(cs) < 2:
+        return
+    counts = torch.stack([c.detach() for c in cs])
+    torch._assert_async(
+        (counts == counts[0]).all(),
+        "difopt: the step counters of this state differ between parameters (some parameters "
+        "missed steps); a torch.compile'd step needs them to agree: run this step eagerly",
+    )
 
 
 def uniform_step(count: Any) -> int | None:

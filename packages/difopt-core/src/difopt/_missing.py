@@ -26,6 +26,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 import optree
+import torch
 
 from difopt import _leafwise as lw
 from difopt._shapes import check_update_shapes
@@ -75,7 +76,11 @@ def by_step(update: UpdateFn) -> UpdateFn:
         values = None if count is None else lw.step_values(count)
         if values == []:  # no parameters: nothing steps (a step value would be meaningless)
             return updates, state
-        if values is None or all(v == values[0] for v in values):
+        if values is None:
+            if torch.compiler.is_compiling():
+                lw.assert_counters_agree(count)
+            return update(updates, state, params=params, inplace=inplace)
+        if all(v == values[0] for v in values):
             return update(updates, state, params=params, inplace=inplace)
         leaves, spec = lw.flatten_with_none(updates)
         count_leaves, count_spec = lw.flatten_with_none(count)

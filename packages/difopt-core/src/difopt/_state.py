@@ -69,3 +69,15 @@ def from_dict(state_dict: Any, current: Sequence[Any]) -> list[Any]:
                 new.append(s)
         restored.append(lw.unflatten(spec, new))
     return restored
+
+
+def counts_differ(state: Any) -> bool:
+    """Whether a state holds step counters (``count`` fields) whose values differ between
+    parameters (read eagerly)."""
+    if isinstance(state, tuple) and "count" in getattr(state, "_fields", ()):
+        values = lw.step_values(state.count)
+        if values and any(v != values[0] for v in values):
+            return True
+    if isinstance(state, (tuple, list)):
+        return any(counts_differ(part) for part in state)
+    return False

@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from difopt import _leafwise as lw
 from difopt import _validate as check
 from difopt import registry
 from difopt.base import GradientTransformation, identity
@@ -408,7 +409,7 @@ class _AdagradSchedule(_DerivedLr):
     name = "adagrad_lr"
 
     def __call__(self, count: Any) -> Any:
-        return self._lr(count) / (1.0 + count * self.coefficient)
+        return self._lr(count) / (1.0 + lw.real_step(count) * self.coefficient)
 
 
 @forms("Adagrad", "MetaAdagrad")

@@ -53,6 +53,10 @@ class Optimizer:
         self._impls: list[GradientTransformation] = []
         self._plans: list[_plan.StepPlan | None] = []
         self._built_hyper: list[dict[str, Any]] = []
+        # True once some parameters have taken steps that others have not (a step with some
+        # .grad None, or such a state loaded): their step counters then differ, which a
+        # compiled step cannot see without reading them (see step()).
+        self._uneven_counts = False
         groups = _as_groups(params)
         if not groups:
             raise ValueError("'params' is empty: the optimizer has nothing to optimize")
@@ -147,9 +151,18 @@ class Optimizer:
         A parameter whose ``.grad`` is None is left unchanged, and so is its state (moments and
         step count), as in torch.optim, which counts steps per parameter too.
 
+        Under ``torch.compile`` the step traces into one graph without reading the step
+        counters; once some parameters have missed steps (their counters differ from the
+        others'), the step runs eagerly instead, where it reads them.
+
         Args:
             closure: re-evaluates the model and returns the loss (it runs with grad enabled).
         """
+        if self._uneven_counts and torch.compiler.is_compiling():
+            return _step_eagerly(self, closure)
+        return self._step(closure)
+
+    def _step(self, closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -159,6 +172,9 @@ class Optimizer:
             self._refresh(i)
             params = tuple(group["params"])
             grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
+            if not self._uneven_counts:
+                present = [g is not None for g in grads]
+                self._uneven_counts = any(present) and not all(present)
             work.append((params, grads))
         for i, (params, grads) in enumerate(work):
             _, self.state_groups[i] = _plan.step(
@@ -180,6 +196,13 @@ class Optimizer:
         The whole input is checked against the current state before anything is replaced.
         """
         self.state_groups = _state.from_dict(state_dict, self.state_groups)
+        self._uneven_counts = any(_state.counts_differ(state) for state in self.state_groups)
+
+
+@torch.compiler.disable
+@torch.no_grad()
+def _step_eagerly(opt: Optimizer, closure: Callable[[], torch.Tensor] | None) -> Any:
+    return opt._step(closure)
 
 
 def _layout(impl: GradientTransformation) -> list[Any]:

@@ -54,6 +54,14 @@ def _power(base: float, step: int | torch.Tensor) -> float | torch.Tensor:
     return base**step
 
 
+def _step(count: Any) -> int | torch.Tensor:
+    """The step value of ``count`` (see :func:`difopt._leafwise.step_value`); a counter that
+    cannot be read (traced under ``torch.compile``, batched under ``vmap``) as a float64
+    tensor, so that the bias corrections computed from it keep double precision (an int64
+    counter in ``b ** t`` would give float32)."""
+    return lw.real_step(lw.step_value(count))
+
+
 @param_shaped("mu", "nu")
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`: first and second moments and the step count."""
@@ -206,7 +214,7 @@ def scale_by_adam(
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = lw.step_value(count)
+        t = _step(count)
         out = _adam_direction(
             mu, nu, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
         )
@@ -277,7 +285,7 @@ def scale_by_amsgrad(
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         nu_max = _maximum(lw.leaves(state.nu_max), nu, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = lw.step_value(count)
+        t = _step(count)
         out = _adam_direction(
             mu, nu_max, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
         )
@@ -327,7 +335,7 @@ def scale_by_adamax(
         norm = [torch.maximum(n * b2, g.abs() + eps) for n, g in zip(lw.leaves(state.nu), gs)]
         nu = lw.assign(lw.leaves(state.nu), norm, inplace)
         count = lw.count_inc(state.count, inplace)
-        bc1 = 1.0 - _power(b1, lw.step_value(count))
+        bc1 = 1.0 - _power(b1, _step(count))
         out = [m / (bc1 * n) for m, n in zip(mu, nu)]
         new_state = ScaleByAdamaxState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return lw.unflatten(spec, out), new_state
@@ -372,7 +380,7 @@ def scale_by_radam(
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = lw.step_value(count)
+        t = _step(count)
         bc1 = 1.0 - _power(b1, t)
         bc2 = 1.0 - _power(b2, t)
         rho_t = rho_inf - 2.0 * t * _power(b2, t) / bc2
@@ -627,7 +635,7 @@ def scale_by_nadam(
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = lw.step_value(count)
+        t = _step(count)
         m_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
         m_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
         products = lw.leaves(state.mu_product)  # one per parameter, equal within a call
@@ -732,7 +740,7 @@ def scale_by_adan(
         nu = lw.ema_sq(lw.leaves(state.nu), lw.add(gs, diff, alpha=b2), b3, inplace)
         new_prev = lw.assign(prev, gs, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = lw.step_value(count)
+        t = _step(count)
         bc1, bc2, bc3 = (1.0 - _power(b, t) for b in (b1, b2, b3))
         out = [
             (m / bc1 + b2 * d / bc2) / ((n / bc3).sqrt() + eps) for m, d, n in zip(mu, delta, nu)

@@ -212,8 +212,8 @@ def trace(
             else:
                 new = lw.add(lw.mul(buf, momentum), gs, alpha=1.0 - dampening)
         else:  # traced counter: select the first-step branch arithmetically
-            damp = torch.where(first == 0, 1.0, 1.0 - dampening)
-            mom = torch.where(first == 0, 0.0, momentum)
+            damp = lw.where_first(first, 1.0, 1.0 - dampening, gs[0])
+            mom = lw.where_first(first, 0.0, momentum, gs[0])
             new = [b * mom + damp * g for b, g in zip(buf, gs)]
             new = lw.assign(buf, new, inplace)
         out = lw.add(gs, new, alpha=momentum) if nesterov else new
