@@ -82,6 +82,44 @@ def test_inductor_compiled_classic_step_matches_torch_optim(name: str) -> None:
     assert max_rel_err(got, _torch_reference(torch_cls, kw)) < RTOL
 
 
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "RAdam", "Adamax", "Adan"])
+def test_compiled_float32_step_feeds_no_float64_into_element_ops(name: str) -> None:
+    """The bias corrections of a float32 step are float32 tensors: float64 scalars there made
+    the compiled element loop do double arithmetic (1.8x slower at 8M parameters). Checked on
+    the traced graph: no op producing a float32 tensor of parameter size takes a float64 one
+    (NAdam's running product itself stays a float64 0-d state)."""
+    mixed: list[str] = []
+    seen: list[torch.dtype] = []
+
+    def value(x: object) -> object:
+        return x.meta.get("example_value") if isinstance(x, torch.fx.Node) else None
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        for node in gm.graph.nodes:
+            out = value(node)
+            if not isinstance(out, torch.Tensor) or out.dim() == 0:
+                continue
+            seen.append(out.dtype)
+            for arg in node.args:
+                for a in arg if isinstance(arg, (list, tuple)) else [arg]:
+                    v = value(a)
+                    if isinstance(v, torch.Tensor) and v.dtype == torch.float64:
+                        mixed.append(f"{node.target} takes float64 {a}")
+        return gm.forward
+
+    model = make_mlp(dtype=torch.float32)
+    data = make_data(dtype=torch.float32)
+    opt = getattr(difopt, name)(model.parameters(), lr=1e-3)
+    torch._dynamo.reset()
+    step = torch.compile(opt.step, backend=backend)
+    for _ in range(2):
+        opt.zero_grad()
+        mse(model, data).backward()
+        step()
+    assert torch.float32 in seen
+    assert not mixed, mixed
+
+
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 @pytest.mark.parametrize(
     "case",

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from difopt import _leafwise as lw
-from difopt import _state
+from difopt import _missing, _state
 from difopt.base import GradientTransformation
 from difopt.optim import _plan
 
@@ -176,10 +176,18 @@ class Optimizer:
                 present = [g is not None for g in grads]
                 self._uneven_counts = any(present) and not all(present)
             work.append((params, grads))
-        for i, (params, grads) in enumerate(work):
-            _, self.state_groups[i] = _plan.step(
-                self._impls[i], self._plans[i], grads, self.state_groups[i], params, True
-            )
+        # Compiled, this step only runs while the counters agree (see step()).
+        trusted = torch.compiler.is_compiling()
+        if trusted:
+            _missing.known_equal_counters(True)
+        try:
+            for i, (params, grads) in enumerate(work):
+                _, self.state_groups[i] = _plan.step(
+                    self._impls[i], self._plans[i], grads, self.state_groups[i], params, True
+                )
+        finally:
+            if trusted:
+                _missing.known_equal_counters(False)
         return loss
 
     def state_dict(self) -> dict[str, Any]:

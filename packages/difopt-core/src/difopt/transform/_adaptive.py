@@ -10,7 +10,7 @@ with ``inplace=False`` new tensors are returned and the update is differentiable
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
@@ -54,12 +54,11 @@ def _power(base: float, step: int | torch.Tensor) -> float | torch.Tensor:
     return base**step
 
 
-def _step(count: Any) -> int | torch.Tensor:
+def _step(count: Any, updates: Sequence[torch.Tensor]) -> int | torch.Tensor:
     """The step value of ``count`` (see :func:`difopt._leafwise.step_value`); a counter that
-    cannot be read (traced under ``torch.compile``, batched under ``vmap``) as a float64
-    tensor, so that the bias corrections computed from it keep double precision (an int64
-    counter in ``b ** t`` would give float32)."""
-    return lw.real_step(lw.step_value(count))
+    cannot be read (traced under ``torch.compile``, batched under ``vmap``) as a float tensor
+    of the updates' precision (see :func:`difopt._leafwise.real_step`)."""
+    return lw.real_step(lw.step_value(count), updates[0] if updates else None)
 
 
 @param_shaped("mu", "nu")
@@ -214,7 +213,7 @@ def scale_by_adam(
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = _step(count)
+        t = _step(count, gs)
         out = _adam_direction(
             mu, nu, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
         )
@@ -285,7 +284,7 @@ def scale_by_amsgrad(
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         nu_max = _maximum(lw.leaves(state.nu_max), nu, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = _step(count)
+        t = _step(count, gs)
         out = _adam_direction(
             mu, nu_max, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
         )
@@ -335,7 +334,7 @@ def scale_by_adamax(
         norm = [torch.maximum(n * b2, g.abs() + eps) for n, g in zip(lw.leaves(state.nu), gs)]
         nu = lw.assign(lw.leaves(state.nu), norm, inplace)
         count = lw.count_inc(state.count, inplace)
-        bc1 = 1.0 - _power(b1, _step(count))
+        bc1 = 1.0 - _power(b1, _step(count, gs))
         out = [m / (bc1 * n) for m, n in zip(mu, nu)]
         new_state = ScaleByAdamaxState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return lw.unflatten(spec, out), new_state
@@ -380,7 +379,7 @@ def scale_by_radam(
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = _step(count)
+        t = _step(count, gs)
         bc1 = 1.0 - _power(b1, t)
         bc2 = 1.0 - _power(b2, t)
         rho_t = rho_inf - 2.0 * t * _power(b2, t) / bc2
@@ -635,12 +634,14 @@ def scale_by_nadam(
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = _step(count)
+        t = _step(count, gs)
         m_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
         m_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
         products = lw.leaves(state.mu_product)  # one per parameter, equal within a call
         mu_product = lw.mul_(products, m_t) if inplace else lw.mul(products, m_t)
-        prod = float(mu_product[0]) if isinstance(t, int) else mu_product[0]
+        # The running product stays float64 in the state; a traced step computes with it in
+        # the updates' precision, like the other step-dependent scalars.
+        prod = float(mu_product[0]) if isinstance(t, int) else mu_product[0].to(t.dtype)
         bc2 = 1.0 - _power(b2, t)
         denom = lw.add_scalar(lw.sqrt(lw.mul(nu, 1.0 / bc2)), eps)
         c_g = (1.0 - m_t) / (1.0 - prod)
@@ -740,7 +741,7 @@ def scale_by_adan(
         nu = lw.ema_sq(lw.leaves(state.nu), lw.add(gs, diff, alpha=b2), b3, inplace)
         new_prev = lw.assign(prev, gs, inplace)
         count = lw.count_inc(state.count, inplace)
-        t = _step(count)
+        t = _step(count, gs)
         bc1, bc2, bc3 = (1.0 - _power(b, t) for b in (b1, b2, b3))
         out = [
             (m / bc1 + b2 * d / bc2) / ((n / bc3).sqrt() + eps) for m, d, n in zip(mu, delta, nu)
