@@ -4,7 +4,8 @@ One call = one meta-iteration's forward and backward: ``--tasks`` (8) sine-regre
 tasks, each adapted by ``--inner-steps`` (5) differentiable SGD steps (``difopt.sgd``,
 ``inplace=False``) of an MLP 1 -> ``--hidden`` (128) -> 128 -> 1 on ``--k-shot`` (50) support
 points, the query losses summed, and distributed autograd back to the meta-parameters on
-rank 0. CPU, float32, every process with one intra-op thread.
+rank 0. CPU, float32, every process with one intra-op thread and, unless ``--no-bind-cpus``,
+bound to its own core (``auto_init_rpc(bind_cpus=True)``: one process per core).
 
 The script starts its own world of two processes on 127.0.0.1 (torchrun's environment
 variables, a free port), rank 0 measures. Contenders, interleaved:
@@ -29,6 +30,7 @@ prints it for 8 workers.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -173,6 +175,7 @@ def measure(args: Any) -> None:
     den = sum(float(b.pow(2).sum()) for b in want) ** 0.5
     rel = num / den
     check_ok = rel <= 1e-4
+    print(f"CPUs of this process: {sorted(os.sched_getaffinity(0))} (bind_cpus={args.bind_cpus})")
     print(
         f"check: 2-worker meta-gradient vs local, relative L2 error {rel:.2e} (<= 1e-4): "
         f"{'OK' if check_ok else 'FAILED'}\n"
@@ -208,6 +211,7 @@ def measure(args: Any) -> None:
                 "k_shot": k,
                 "world_size": WORLD_SIZE,
                 "threads_per_process": args.threads,
+                "bind_cpus": args.bind_cpus,
                 "repeats": repeats,
                 "number": args.number,
             },
@@ -229,6 +233,12 @@ def main() -> int:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--k-shot", type=int, default=50)
     p.add_argument("--number", type=int, default=2, help="meta-iterations per repetition")
+    p.add_argument(
+        "--bind-cpus",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bind each process to its own share of the CPUs (default: on)",
+    )
     args = p.parse_args()
     if args.quick:
         args.hidden, args.k_shot, args.inner_steps = 64, 20, 3
@@ -238,7 +248,7 @@ def main() -> int:
     _bench.set_threads(args.threads)
     import difopt_distributed as dd
 
-    @dd.auto_init_rpc()
+    @dd.auto_init_rpc(bind_cpus=args.bind_cpus)
     def run() -> None:
         if dd.get_rank() == 0:
             measure(args)

@@ -4,6 +4,9 @@ Launch one process per worker with torchrun (no download; CPU)::
 
     torchrun --standalone --nproc-per-node 2 examples/distributed_maml.py
 
+With one process per core, ``DIFOPT_BIND_CPUS=1`` in front of that command binds each process
+to its own core (see difopt-distributed's README: faster on the 2-core machine).
+
 Every process runs ``main``; rank 0 drives the meta-training and sends each worker its
 slice of the meta-batch (``difopt.distributed.remote_sync_call`` with a partitioner that
 splits the tasks and sends the meta-parameters whole). Each worker adapts its tasks with a

@@ -39,8 +39,17 @@ def world() -> Iterator[dd.WorldInfo]:
     """Start a world of 4: this process as rank 0 (the caller) and 3 worker processes."""
     torch.set_num_threads(1)
     port = free_port()
+    # The last worker binds itself to its share of the CPUs (DIFOPT_BIND_CPUS, read by
+    # auto_init_rpc), for test_bind_cpus.py; the others run unbound.
     procs = [
-        spawn(WORKER, rank, WORLD_SIZE, port, DIFOPT_RPC_TIMEOUT=str(RPC_TIMEOUT_S))
+        spawn(
+            WORKER,
+            rank,
+            WORLD_SIZE,
+            port,
+            DIFOPT_RPC_TIMEOUT=str(RPC_TIMEOUT_S),
+            DIFOPT_BIND_CPUS="1" if rank == WORLD_SIZE - 1 else "0",
+        )
         for rank in range(1, WORLD_SIZE)
     ]
     saved = dict(os.environ)

@@ -43,6 +43,17 @@ def world_info() -> tuple[int, int, int, int, str]:
     )
 
 
+def thread_cpus() -> list[list[int]]:
+    """The CPUs each thread of this worker may run on (sorted lists, one per thread)."""
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            out.append(sorted(os.sched_getaffinity(int(tid))))
+        except ProcessLookupError:
+            pass  # ended meanwhile
+    return out
+
+
 def fail(message: str) -> None:
     """Raise on the worker."""
     raise ValueError(message)

@@ -341,6 +341,75 @@ def _default_transports() -> list[str]:
     return names
 
 
+BIND_CPUS_ENV = "DIFOPT_BIND_CPUS"
+
+
+def _bind_cpus_requested(bind_cpus: bool | None) -> bool:
+    if bind_cpus is not None:
+        if not isinstance(bind_cpus, bool):
+            raise TypeError(f"bind_cpus must be a bool or None, got {bind_cpus!r}")
+        return bind_cpus
+    raw = os.environ.get(BIND_CPUS_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ValueError(
+        f"environment variable {BIND_CPUS_ENV} must be 1/true/yes or 0/false/no, got {raw!r}"
+    )
+
+
+def cpu_share(cpus: Iterable[int], local_rank: int, local_world_size: int) -> list[int]:
+    """The CPUs that local worker ``local_rank`` of ``local_world_size`` gets out of ``cpus``.
+
+    The CPUs are dealt in contiguous blocks as even as possible (the first ``len(cpus) %
+    local_world_size`` workers get one more); with fewer CPUs than workers, worker ``i`` gets
+    CPU ``i mod len(cpus)`` alone, so several workers share each CPU.
+    """
+    ordered = sorted(set(cpus))
+    if not ordered:
+        raise ValueError("cpus is empty")
+    if not 0 <= local_rank < local_world_size:
+        raise ValueError(
+            f"local_rank must be in [0, local_world_size={local_world_size}), got {local_rank}"
+        )
+    n = len(ordered)
+    if n < local_world_size:
+        return [ordered[local_rank % n]]
+    base, extra = divmod(n, local_world_size)
+    start = local_rank * base + min(local_rank, extra)
+    return ordered[start : start + base + (1 if local_rank < extra else 0)]
+
+
+def _bind_to_cpus(info: WorldInfo) -> Callable[[], None]:
+    """Bind every thread of this process to its share of the CPUs it may use now; return a
+    function that restores the previous binding."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise RuntimeError(
+            "bind_cpus needs os.sched_setaffinity, which this platform does not have "
+            f"(unset {BIND_CPUS_ENV} or pass bind_cpus=False)"
+        )
+    before = sorted(os.sched_getaffinity(0))
+    share = cpu_share(before, info.local_rank, max(info.local_world_size, 1))
+    _set_affinity(share)
+    return lambda: _set_affinity(before)
+
+
+def _set_affinity(cpus: list[int]) -> None:
+    # sched_setaffinity(0, ...) binds the calling thread only: threads torch has already
+    # started (OpenMP, inter-op pool, autograd) are bound one by one.
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = []
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that ended meanwhile
+    os.sched_setaffinity(0, cpus)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -363,6 +432,7 @@ def init_world(
     backend: rpc.BackendType | None = None,
     rpc_backend_options: rpc.RpcBackendOptions | None = None,
     rpc_timeout: float | None = None,
+    bind_cpus: bool | None = None,
 ) -> WorldInfo:
     """Start RPC in this process from the ``torchrun`` environment.
 
@@ -377,6 +447,13 @@ def init_world(
         rpc_backend_options: options of the backend; mutually exclusive with ``rpc_timeout``.
         rpc_timeout: seconds after which an RPC fails, e.g. because its worker died;
             default ``DIFOPT_RPC_TIMEOUT`` or 30.
+        bind_cpus: bind this process (all its threads) to its share of the CPUs it may use,
+            split evenly between the ``LOCAL_WORLD_SIZE`` processes of the node by
+            ``LOCAL_RANK`` (:func:`cpu_share`), as ``taskset``/``numactl`` would; default
+            ``DIFOPT_BIND_CPUS`` (off). With one process per core this keeps the scheduler
+            from stacking two workers' compute on one core (see the package README). Intra-op
+            threads are not changed: set them to the share's size (torchrun sets
+            ``OMP_NUM_THREADS=1`` for several processes per node).
 
     Returns:
         This process's :class:`WorldInfo`.
@@ -386,7 +463,6 @@ def init_world(
             ``MASTER_PORT`` are not set for a world of more than one process.
         ValueError: a bad environment variable or argument.
     """
-    global _world, _worker_name_format, _pending_done
     if is_initialized():
         raise RuntimeError("RPC is already initialized in this process")
     if not callable(worker_name_format):
@@ -399,6 +475,26 @@ def init_world(
             "(set the timeout in rpc_backend_options instead)"
         )
     info = _info_from_env()
+    unbind = _bind_to_cpus(info) if _bind_cpus_requested(bind_cpus) else None
+    try:
+        return _start(
+            info, worker_init_fn, worker_name_format, backend, rpc_backend_options, rpc_timeout
+        )
+    except BaseException:
+        if unbind is not None:
+            unbind()  # an error leaves the process as it found it
+        raise
+
+
+def _start(
+    info: WorldInfo,
+    worker_init_fn: Callable[[], None] | None,
+    worker_name_format: Callable[..., str],
+    backend: rpc.BackendType | None,
+    rpc_backend_options: rpc.RpcBackendOptions | None,
+    rpc_timeout: float | None,
+) -> WorldInfo:
+    global _world, _worker_name_format, _pending_done
     init_method = None
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
         if info.world_size > 1:
@@ -524,6 +620,7 @@ def auto_init_rpc(
     backend: rpc.BackendType | None = None,
     rpc_backend_options: rpc.RpcBackendOptions | None = None,
     rpc_timeout: float | None = None,
+    bind_cpus: bool | None = None,
 ) -> Callable[[F], F]:
     """Return a decorator that runs a function inside an RPC world.
 
@@ -540,6 +637,8 @@ def auto_init_rpc(
         rpc_backend_options: options of the backend; mutually exclusive with ``rpc_timeout``.
         rpc_timeout: seconds after which an RPC fails, e.g. because its worker died;
             default ``DIFOPT_RPC_TIMEOUT`` or 30.
+        bind_cpus: bind each process to its share of the node's CPUs (see
+            :func:`init_world`); default ``DIFOPT_BIND_CPUS`` (off).
 
     Returns:
         The decorator.
@@ -556,6 +655,8 @@ def auto_init_rpc(
         raise TypeError("worker_name_format must be callable")
     if worker_init_fn is not None and not callable(worker_init_fn):
         raise TypeError("worker_init_fn must be callable or None")
+    if bind_cpus is not None and not isinstance(bind_cpus, bool):
+        raise TypeError(f"bind_cpus must be a bool or None, got {bind_cpus!r}")
 
     def decorator(func: F) -> F:
         @record
@@ -567,6 +668,7 @@ def auto_init_rpc(
                 backend=backend,
                 rpc_backend_options=rpc_backend_options,
                 rpc_timeout=rpc_timeout,
+                bind_cpus=bind_cpus,
             )
             try:
                 return func(*args, **kwargs)
