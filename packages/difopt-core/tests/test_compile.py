@@ -155,7 +155,7 @@ def test_loading_a_state_with_uneven_counters_makes_the_compiled_step_eager() ->
     fresh_model.load_state_dict(model.state_dict())
     fresh = difopt.Adam(fresh_model.parameters(), lr=1e-2)
     fresh.load_state_dict(saved)
-    assert fresh._uneven_counts
+    assert fresh._uneven_counts[0]
     torch._dynamo.reset()
     step = torch.compile(fresh.step, backend="aot_eager")
     for m, run in ((model, opt.step), (fresh_model, step)):
@@ -202,3 +202,26 @@ def test_compiling_leaves_eager_flattening_as_optree_has_it() -> None:
         ours = lw.flatten_with_none(tree)[1] if with_none else lw.flatten(tree)[1]
         want = optree.tree_flatten(tree, none_is_leaf=with_none, namespace=NAMESPACE)[1]
         assert ours == want and repr(ours) == repr(want)
+
+
+def test_compiled_step_with_a_tensor_lr_and_a_scheduler_compiles_once() -> None:
+    """As torch.optim recommends for compiled steps under a scheduler: a 0-d tensor lr is
+    filled in place by the scheduler and read by the graph, so no value recompiles it."""
+
+    def run(cls, compiled: bool) -> list[torch.Tensor]:
+        model, data = make_mlp(), make_data()
+        opt = cls(model.parameters(), lr=torch.tensor(1e-2, dtype=torch.float64))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
+        graphs = _Graphs()
+        torch._dynamo.reset()
+        step = torch.compile(opt.step, backend=graphs) if compiled else opt.step
+        for _ in range(8):
+            opt.zero_grad()
+            mse(model, data).backward()
+            step()
+            sched.step()
+        if compiled:
+            assert graphs.count == 1
+        return list(model.parameters())
+
+    assert max_rel_err(run(difopt.Adam, True), run(torch.optim.Adam, False)) < RTOL

@@ -231,3 +231,32 @@ def test_foreach_addcdiv_backward_is_right_where_difopt_uses_it():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert not _foreach_addcdiv_backward_ok([torch.zeros(2), torch.zeros(2), torch.zeros(2)])
     assert not _foreach_addcdiv_backward_ok([torch.zeros(())])
+
+
+@pytest.mark.parametrize(
+    "name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "adan", "adamax", "radam"]
+)
+def test_hypergradient_with_respect_to_a_tensor_learning_rate(name):
+    """``lr`` as a 0-d tensor that requires grad: the loss after 3 unrolled functional steps
+    differentiates with respect to it (hyper-parameter learning); gradcheck in float64."""
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(5, generator=gen, dtype=torch.float64)
+    a = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+
+    def loss(p):
+        return ((a @ p).sin() ** 2).sum()
+
+    def unrolled(lr):
+        tx = getattr(difopt, name)(lr=lr)
+        params = (p0.clone().requires_grad_(),)
+        state = tx.init(params)
+        for _ in range(3):
+            g = torch.autograd.grad(loss(params[0]), params, create_graph=True)
+            updates, state = tx.update(g, state, params=params, inplace=False)
+            params = difopt.apply_updates(params, updates, inplace=False)
+        return loss(params[0])
+
+    lr = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(unrolled, (lr,))
+    (grad,) = torch.autograd.grad(unrolled(lr), lr)
+    assert grad.abs() > 0

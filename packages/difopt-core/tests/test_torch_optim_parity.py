@@ -333,3 +333,57 @@ def test_parameters_without_grad_are_not_updated():
         opt.step()
     assert torch.equal(frozen, before)
     assert not torch.equal(model[2].weight, make_mlp()[2].weight)
+
+
+def _scheduled(cls, kw, lr, steps=12):
+    model, data = make_mlp(), make_data()
+    opt = cls(model.parameters(), lr=lr, **kw)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)
+    for _ in range(steps):
+        opt.zero_grad()
+        mse(model, data).backward()
+        opt.step()
+        sched.step()
+    return list(model.parameters()), opt
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["float-lr", "tensor-lr"])
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_torch_lr_scheduler_drives_classic_optimizers_like_torch_optim(case, as_tensor):
+    """The classic forms are torch.optim.Optimizers: torch's schedulers edit their
+    param_groups' lr (a float: the transformation is rebuilt; a 0-d tensor: filled in place
+    and read at every step) with torch.optim's results."""
+    name, torch_cls, kw = case
+    kw = dict(kw)
+    lr = kw.pop("lr", torch_cls([torch.zeros(1)]).defaults["lr"])
+
+    def make_lr():
+        return torch.tensor(float(lr), dtype=torch.float64) if as_tensor else lr
+
+    expected, _ = _scheduled(torch_cls, kw, make_lr())
+    got, opt = _scheduled(CLASSIC[name], kw, make_lr())
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert max_rel_err(got, expected) < RTOL
+
+
+def test_classic_optimizer_runs_torch_optim_step_hooks_and_copies():
+    model, data = make_mlp(), make_data()
+    opt = difopt.Adam(model.parameters(), lr=1e-2)
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    mse(model, data).backward()
+    opt.step()
+    assert calls == ["pre", "post"]
+    clone = copy.deepcopy(opt)  # the transformation state travels with the copy
+    assert len(clone.state_groups) == 1
+    for a, b in zip(
+        difopt.pytree.tree_leaves(clone.state_groups), difopt.pytree.tree_leaves(opt.state_groups)
+    ):
+        assert torch.equal(a, b) and a is not b
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([0.1, 0.2]), torch.tensor(-0.1), torch.tensor(1)])
+def test_tensor_learning_rate_must_be_a_non_negative_0d_float(bad):
+    with pytest.raises(ValueError, match="Invalid value for 'lr'.*0-d floating-point tensor"):
+        difopt.Adam([torch.zeros(2, requires_grad=True)], lr=bad)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -36,13 +38,24 @@ def closed_unit_interval(name: str, value: Any) -> None:
 
 
 def learning_rate(name: str, value: Any) -> None:
+    """A float, a schedule, or a 0-d floating-point tensor (read at every step, so that a
+    torch.optim scheduler's in-place ``fill_`` takes effect without rebuilding anything, and a
+    compiled step takes it as an input instead of recompiling for each value)."""
     if callable(value):
         return
-    if not _is_number(value) or math.isnan(value) or value < 0.0 or math.isinf(value):
-        raise ValueError(
-            f"Invalid value for '{name}': {value!r} "
-            "(expected a finite float >= 0 or a schedule: a callable of the step count)"
-        )
+    if isinstance(value, torch.Tensor):
+        ok = value.ndim == 0 and value.is_floating_point()
+        if ok and not torch.compiler.is_compiling():
+            v = float(value.detach())
+            ok = not (math.isnan(v) or math.isinf(v) or v < 0.0)
+        if ok:
+            return
+    elif _is_number(value) and not (math.isnan(value) or math.isinf(value) or value < 0.0):
+        return
+    raise ValueError(
+        f"Invalid value for '{name}': {value!r} (expected a finite float >= 0, a 0-d "
+        "floating-point tensor holding one, or a schedule: a callable of the step count)"
+    )
 
 
 def betas(name: str, value: Any, n: int = 2) -> None:

@@ -724,6 +724,8 @@ def rprop(
             "Invalid value for 'lr': Rprop takes a float (the initial step size), not a schedule"
         )
     check.learning_rate("lr", lr)
+    if isinstance(lr, torch.Tensor):
+        lr = float(lr)  # the initial step size, read once when the state is made (as torch)
     return chain(
         flip_sign_and_add_weight_decay(0.0, maximize),
         scale_by_rprop(lr, etas, step_sizes),

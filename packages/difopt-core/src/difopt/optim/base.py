@@ -14,8 +14,14 @@ from difopt.optim import _plan
 __all__ = ["Optimizer"]
 
 
-class Optimizer:
+class Optimizer(torch.optim.Optimizer):
     """A torch.optim-style optimizer running a :class:`GradientTransformation` in place.
+
+    A :class:`torch.optim.Optimizer`, so what takes one takes it too: ``torch.optim``'s
+    learning-rate schedulers (which edit ``param_groups[i]["lr"]``; the transformation is
+    rebuilt at the next step), step hooks (``register_step_pre_hook`` / ``..._post_hook``) and
+    training frameworks. Its state is the transformation's (``state_groups``; ``state_dict()``
+    saves it), not torch.optim's per-parameter ``state`` dict, which stays empty.
 
     Args:
         params: an iterable of tensors, or of dicts with a ``"params"`` entry (parameter
@@ -53,15 +59,26 @@ class Optimizer:
         self._impls: list[GradientTransformation] = []
         self._plans: list[_plan.StepPlan | None] = []
         self._built_hyper: list[dict[str, Any]] = []
-        # True once some parameters have taken steps that others have not (a step with some
+        # [True] once some parameters have taken steps that others have not (a step with some
         # .grad None, or such a state loaded): their step counters then differ, which a
-        # compiled step cannot see without reading them (see step()).
-        self._uneven_counts = False
+        # compiled step cannot see without reading them (see step()). A list, mutated in
+        # place: Dynamo replays that on a torch.optim.Optimizer, not an attribute store.
+        self._uneven_counts = [False]
         groups = _as_groups(params)
         if not groups:
             raise ValueError("'params' is empty: the optimizer has nothing to optimize")
-        for group in groups:
-            self.add_param_group(group)
+        # torch.optim.Optimizer sets up hooks and calls add_param_group (ours) on each group.
+        super().__init__(
+            [g if isinstance(g, dict) else {"params": g} for g in groups], dict(self.defaults)
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim.Optimizer pickles defaults, state and param_groups only; a copy needs
+        # the transformations and their state too.
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -116,7 +133,10 @@ class Optimizer:
         """
         if self.alias is None:
             return
-        hyper = {k: v for k, v in self.param_groups[i].items() if k != "params"}
+        group = self.param_groups[i]
+        # Only the alias' hyper-parameters: keys others add (a scheduler's "initial_lr") are
+        # left alone, as torch.optim does.
+        hyper = {k: group[k] for k in self._built_hyper[i]}
         if hyper == self._built_hyper[i]:
             return
         impl = self.alias(**hyper)  # validates the edited values
@@ -145,7 +165,9 @@ class Optimizer:
                     p.grad.zero_()
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+    def step(  # type: ignore[override]  # returns the closure's loss as is (a tensor)
+        self, closure: Callable[[], torch.Tensor] | None = None
+    ) -> torch.Tensor | None:
         """Update the parameters from their ``.grad``.
 
         A parameter whose ``.grad`` is None is left unchanged, and so is its state (moments and
@@ -158,7 +180,7 @@ class Optimizer:
         Args:
             closure: re-evaluates the model and returns the loss (it runs with grad enabled).
         """
-        if self._uneven_counts and torch.compiler.is_compiling():
+        if self._uneven_counts[0] and torch.compiler.is_compiling():
             return _step_eagerly(self, closure)
         return self._step(closure)
 
@@ -172,9 +194,9 @@ class Optimizer:
             self._refresh(i)
             params = tuple(group["params"])
             grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
-            if not self._uneven_counts:
+            if not self._uneven_counts[0]:
                 present = [g is not None for g in grads]
-                self._uneven_counts = any(present) and not all(present)
+                self._uneven_counts[0] = any(present) and not all(present)
             work.append((params, grads))
         # Compiled, this step only runs while the counters agree (see step()).
         trusted = torch.compiler.is_compiling()
@@ -204,7 +226,7 @@ class Optimizer:
         The whole input is checked against the current state before anything is replaced.
         """
         self.state_groups = _state.from_dict(state_dict, self.state_groups)
-        self._uneven_counts = any(_state.counts_differ(state) for state in self.state_groups)
+        self._uneven_counts[0] = any(_state.counts_differ(s) for s in self.state_groups)
 
 
 @torch.compiler.disable

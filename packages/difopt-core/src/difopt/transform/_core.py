@@ -109,16 +109,31 @@ class _NegatedSchedule:
         return f"-{self.schedule!r}"
 
 
+def _scale_by_neg_tensor(lr: torch.Tensor) -> GradientTransformation:
+    """``-lr`` read at every update (not once): an in-place edit of ``lr`` takes effect."""
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        xs, spec = lw.flatten(updates)
+        return lw.unflatten(spec, lw.mul(xs, torch.neg(lr))), state
+
+    return GradientTransformation(init, update)
+
+
 @transformation
 def scale_by_neg_lr(lr: Any) -> GradientTransformation:
     """Multiply updates by ``-lr`` (``lr`` a float or a schedule): the last step of an alias.
 
     Args:
-        lr: learning rate, a float or a schedule.
+        lr: learning rate: a float, a 0-d tensor (read at every step) or a schedule.
     """
     check.learning_rate("lr", lr)
     if callable(lr):
         return scale_by_schedule(_NegatedSchedule(lr))
+    if isinstance(lr, torch.Tensor):
+        return _scale_by_neg_tensor(lr)
     return scale(-lr)
 
 
