@@ -387,3 +387,36 @@ def test_classic_optimizer_runs_torch_optim_step_hooks_and_copies():
 def test_tensor_learning_rate_must_be_a_non_negative_0d_float(bad):
     with pytest.raises(ValueError, match="Invalid value for 'lr'.*0-d floating-point tensor"):
         difopt.Adam([torch.zeros(2, requires_grad=True)], lr=bad)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("adam", torch.optim.Adam, dict(lr=1e-2, weight_decay=0.1)),
+        ("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.9, weight_decay=0.1)),
+        ("adagrad", torch.optim.Adagrad, dict(lr=1e-1, lr_decay=0.05, weight_decay=0.1)),
+    ],
+    ids=["adam", "sgd-momentum", "adagrad-lr_decay"],
+)
+def test_scheduler_with_missing_gradients_and_other_edits_like_torch_optim(case):
+    """A scheduler's lr edit only re-scales the end of the chain where lr does nothing else
+    (Adam, SGD: no rebuild), or rebuilds it (Adagrad's lr_decay); steps with a missing
+    gradient and a later weight_decay edit need the whole chain again."""
+    name, torch_cls, kw = case
+
+    def run(cls):
+        model, data = make_mlp(), make_data()
+        opt = cls(model.parameters(), **kw)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)
+        for k in range(12):
+            opt.zero_grad()
+            mse(model, data).backward()
+            if k in (3, 4):
+                next(model.parameters()).grad = None
+            if k == 6:
+                opt.param_groups[0]["weight_decay"] = 0.3
+            opt.step()
+            sched.step()
+        return list(model.parameters())
+
+    assert max_rel_err(run(CLASSIC[name]), run(torch_cls)) < RTOL

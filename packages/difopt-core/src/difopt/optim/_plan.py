@@ -24,7 +24,7 @@ class StepPlan(NamedTuple):
     factor: float
 
 
-def _constant_scale(t: GradientTransformation) -> float | None:
+def constant_scale(t: GradientTransformation) -> float | None:
     call = getattr(t, "_difopt_call", None)
     if call is None:
         return None
@@ -41,15 +41,22 @@ def make_plan(impl: GradientTransformation) -> StepPlan | None:
     if not isinstance(impl, ChainedGradientTransformation) or len(impl.transformations) < 2:
         return None
     *head, last = impl.transformations
-    factor = _constant_scale(last)
+    factor = constant_scale(last)
     if factor is None:
         return None
     adaptive = head.pop() if head and getattr(head[-1], "_difopt_apply", None) else None
     return StepPlan(ChainedGradientTransformation(*head), adaptive, factor)
 
 
+def _whole(impl: GradientTransformation | None) -> GradientTransformation:
+    # None only where the plan covers the step (Optimizer._refresh after an lr-only edit).
+    if impl is None:
+        raise RuntimeError("difopt internal error: this step needs the whole transformation")
+    return impl
+
+
 def step(
-    impl: GradientTransformation,
+    impl: GradientTransformation | None,
     plan: StepPlan | None,
     grads: tuple[Any, ...],
     state: Any,
@@ -62,10 +69,10 @@ def step(
     they are (see :mod:`difopt._missing`); such a step takes the unfused path.
     """
     if any(g is None for g in grads):
-        updates, state = impl.update(grads, state, params=params, inplace=inplace)
+        updates, state = _whole(impl).update(grads, state, params=params, inplace=inplace)
         return list(apply_updates(tuple(params), tuple(updates), inplace=inplace)), state
     if plan is None:
-        updates, state = impl.update(grads, state, params=params, inplace=inplace)
+        updates, state = _whole(impl).update(grads, state, params=params, inplace=inplace)
         if inplace:
             return list(lw.add_(list(params), list(updates))), state
         return lw.add(list(params), list(updates)), state

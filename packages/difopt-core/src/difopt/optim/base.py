@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable
 
 import torch
@@ -56,8 +57,11 @@ class Optimizer(torch.optim.Optimizer):
         self.impl = impl
         self.param_groups: list[dict[str, Any]] = []
         self.state_groups: list[Any] = []
-        self._impls: list[GradientTransformation] = []
+        # None: stale after an lr-only edit (rebuilt when a step needs the whole chain).
+        self._impls: list[GradientTransformation | None] = []
         self._plans: list[_plan.StepPlan | None] = []
+        # Whether the group's lr only sets the chain's final scale (see _lr_only_edit).
+        self._lr_scales_last: list[bool] = []
         self._built_hyper: list[dict[str, Any]] = []
         # [True] once some parameters have taken steps that others have not (a step with some
         # .grad None, or such a state loaded): their step counters then differ, which a
@@ -122,7 +126,33 @@ class Optimizer(torch.optim.Optimizer):
         self._built_hyper.append(dict(hyper))
         self._impls.append(impl)
         self._plans.append(_plan.make_plan(impl))
+        self._lr_scales_last.append(self._lr_scales_only_the_end(hyper, impl))
         self.state_groups.append(state)
+
+    def _lr_scales_only_the_end(self, hyper: dict[str, Any], impl: GradientTransformation) -> bool:
+        """Whether ``impl``'s lr is only its final constant scale: the alias built with another
+        lr differs in that last part alone. Then an lr edit (what a scheduler does on every
+        step) needs no rebuild of the chain, only a new factor in the step plan."""
+        lr = hyper.get("lr")
+        if self.alias is None or not _finite_non_negative(lr):
+            return False
+        probe = 2.0 * float(lr) + 1.0  # type: ignore[arg-type]
+        other = self.alias(**{**hyper, "lr": probe})
+        parts: tuple[Any, ...] = tuple(getattr(impl, "transformations", ()))
+        other_parts: tuple[Any, ...] = tuple(getattr(other, "transformations", ()))
+        return (
+            len(parts) >= 2
+            and len(parts) == len(other_parts)
+            and parts[:-1] == other_parts[:-1]
+            and _plan.constant_scale(parts[-1]) == -float(lr)  # type: ignore[arg-type]
+            and _plan.constant_scale(other_parts[-1]) == -probe
+        )
+
+    def _impl(self, i: int) -> GradientTransformation:
+        impl = self._impls[i]
+        if impl is None:
+            impl = self._impls[i] = self.alias(**self._built_hyper[i])  # type: ignore[misc]
+        return impl
 
     def _refresh(self, i: int) -> None:
         """Rebuild group ``i``'s transformation if its hyper-parameters were edited.
@@ -136,17 +166,32 @@ class Optimizer(torch.optim.Optimizer):
         group = self.param_groups[i]
         # Only the alias' hyper-parameters: keys others add (a scheduler's "initial_lr") are
         # left alone, as torch.optim does.
-        hyper = {k: group[k] for k in self._built_hyper[i]}
-        if hyper == self._built_hyper[i]:
+        built = self._built_hyper[i]
+        hyper = {k: group[k] for k in built}
+        if hyper == built:
+            return
+        plan = self._plans[i]
+        lr = hyper.get("lr")
+        if (
+            self._lr_scales_last[i]
+            and plan is not None
+            and _finite_non_negative(lr)
+            and all(hyper[k] is built[k] or hyper[k] == built[k] for k in built if k != "lr")
+        ):
+            # Only lr changed, and it only scales the end: a new factor, the chain later.
+            self._plans[i] = plan._replace(factor=-float(lr))  # type: ignore[arg-type]
+            self._impls[i] = None
+            self._built_hyper[i] = hyper
             return
         impl = self.alias(**hyper)  # validates the edited values
-        if _layout(impl) != _layout(self._impls[i]):
+        if _layout(impl) != _layout(self._impl(i)):
             raise ValueError(
                 f"param_groups[{i}] was edited in a way that changes the optimizer's state "
                 "layout (e.g. enabling momentum); create a new optimizer instead"
             )
         self._impls[i] = impl
         self._plans[i] = _plan.make_plan(impl)
+        self._lr_scales_last[i] = self._lr_scales_only_the_end(hyper, impl)
         self._built_hyper[i] = hyper
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -204,8 +249,11 @@ class Optimizer(torch.optim.Optimizer):
             _missing.known_equal_counters(True)
         try:
             for i, (params, grads) in enumerate(work):
+                impl = self._impls[i]
+                if impl is None and (self._plans[i] is None or any(g is None for g in grads)):
+                    impl = self._impl(i)  # the unfused path needs the whole chain
                 _, self.state_groups[i] = _plan.step(
-                    self._impls[i], self._plans[i], grads, self.state_groups[i], params, True
+                    impl, self._plans[i], grads, self.state_groups[i], params, True
                 )
         finally:
             if trusted:
@@ -233,6 +281,10 @@ class Optimizer(torch.optim.Optimizer):
 @torch.no_grad()
 def _step_eagerly(opt: Optimizer, closure: Callable[[], torch.Tensor] | None) -> Any:
     return opt._step(closure)
+
+
+def _finite_non_negative(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0.0
 
 
 def _layout(impl: GradientTransformation) -> list[Any]:
