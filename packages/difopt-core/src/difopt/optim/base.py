@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 import torch
@@ -238,10 +239,10 @@ class Optimizer(torch.optim.Optimizer):
         for i, group in enumerate(self.param_groups):
             self._refresh(i)
             params = tuple(group["params"])
-            grads = tuple(_grad_of(p, i) for i, p in enumerate(params))
+            grads = _grads_of(params)
             if not self._uneven_counts[0]:
-                present = [g is not None for g in grads]
-                self._uneven_counts[0] = any(present) and not all(present)
+                missing = sum(g is None for g in grads)
+                self._uneven_counts[0] = 0 < missing < len(grads)
             work.append((params, grads))
         # Compiled, this step only runs while the counters agree (see step()).
         trusted = torch.compiler.is_compiling()
@@ -291,6 +292,26 @@ def _layout(impl: GradientTransformation) -> list[Any]:
     """The factories a transformation is built from: equal layouts have equal state trees."""
     parts = getattr(impl, "transformations", (impl,))
     return [getattr(t, "_difopt_call", (None,))[0] for t in parts]
+
+
+_GRAD = attrgetter("grad")
+_SHAPE = attrgetter("shape")
+_SPARSE = attrgetter("is_sparse")
+
+
+def _grads_of(params: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
+    """The parameters' ``.grad``, checked (dense, the parameter's shape): in C-level loops
+    when every gradient is there and fine, else one by one, which names the culprit."""
+    if not torch.compiler.is_compiling():  # Dynamo does not trace attrgetter objects
+        grads = tuple(map(_GRAD, params))
+        try:
+            if list(map(_SHAPE, grads)) == list(map(_SHAPE, params)) and not any(
+                map(_SPARSE, grads)
+            ):
+                return grads
+        except AttributeError:  # a None gradient
+            pass
+    return tuple(_grad_of(p, i) for i, p in enumerate(params))
 
 
 def _grad_of(p: torch.Tensor, index: int) -> torch.Tensor | None:
