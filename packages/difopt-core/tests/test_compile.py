@@ -2,7 +2,8 @@
 torch.optim; and what happens when the step counters differ between parameters.
 
 The step counters are tensors; an eager step reads them (Python scalars are cheaper there),
-a compiled one computes the bias corrections from them as float64 tensors.
+a compiled one computes the bias corrections from them as tensors of the parameters'
+precision.
 """
 
 from __future__ import annotations
@@ -225,3 +226,25 @@ def test_compiled_step_with_a_tensor_lr_and_a_scheduler_compiles_once() -> None:
         return list(model.parameters())
 
     assert max_rel_err(run(difopt.Adam, True), run(torch.optim.Adam, False)) < RTOL
+
+
+def test_compiled_step_keeps_float64_leaves_exact_beside_float32_ones() -> None:
+    """Step-dependent scalars take the widest precision of the group: a float64 parameter
+    after a float32 one is stepped in double precision (checked against torch.optim)."""
+
+    def run(cls, compiled: bool) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        w32 = torch.nn.Parameter(torch.randn(5, generator=gen))
+        w64 = torch.nn.Parameter(torch.randn(5, generator=gen, dtype=torch.float64))
+        opt = cls([w32, w64], lr=1e-2)
+        torch._dynamo.reset()
+        step = torch.compile(opt.step, backend="aot_eager") if compiled else opt.step
+        for _ in range(6):
+            opt.zero_grad()
+            ((w32.double() - 1.0) ** 2).sum().add(((w64 + 2.0) ** 2).sum()).backward()
+            step()
+        return [w32, w64]
+
+    got, want = run(difopt.Adam, True), run(torch.optim.Adam, False)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -420,3 +421,65 @@ def test_scheduler_with_missing_gradients_and_other_edits_like_torch_optim(case)
         return list(model.parameters())
 
     assert max_rel_err(run(CLASSIC[name]), run(torch_cls)) < RTOL
+
+
+def test_adan_reads_a_tensor_lr_at_every_step():
+    """Adan's proximal weight decay divides by ``1 + lr * weight_decay``: with a tensor lr
+    that a scheduler sets to 0, a step leaves the parameters as they are (closed form)."""
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    opt = difopt.Adan([w], lr=lr, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.0)
+    (w**2).sum().backward()
+    opt.step()
+    sched.step()
+    assert float(lr) == 0.0
+    before = w.detach().clone()
+    opt.zero_grad()
+    (w**2).sum().backward()
+    opt.step()
+    assert torch.equal(w.detach(), before)
+
+
+def test_copies_of_a_scheduled_optimizer_are_independent_and_pickle():
+    model = make_mlp()
+    opt = difopt.Adam(model.parameters(), lr=1e-2)
+    torch.optim.lr_scheduler.StepLR(opt, step_size=1)  # attaches a step wrapper to opt
+    clone = copy.deepcopy(opt)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in clone.param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    clone.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+    assert not all(torch.equal(a, b) for a, b in zip(clone.param_groups[0]["params"], before))
+    pickle.loads(pickle.dumps(opt))
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["float-lr", "tensor-lr"])
+def test_resuming_from_a_state_dict_restores_the_scheduled_lr_like_torch_optim(as_tensor):
+    """Save after 5 scheduled steps, load into a fresh optimizer and scheduler, run 5 more:
+    the same parameters as torch.optim doing the same (CosineAnnealingLR reads the group's
+    current lr, which load_state_dict must restore)."""
+
+    def run(cls):
+        model, data = make_mlp(), make_data()
+
+        def make(params):
+            lr = torch.tensor(1e-2, dtype=torch.float64) if as_tensor else 1e-2
+            opt = cls(params, lr=lr)
+            return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)
+
+        opt, sched = make(model.parameters())
+        for k in range(10):
+            if k == 5:
+                saved, saved_sched = opt.state_dict(), sched.state_dict()
+                opt, sched = make(model.parameters())
+                opt.load_state_dict(copy.deepcopy(saved))
+                sched.load_state_dict(saved_sched)
+            opt.zero_grad()
+            mse(model, data).backward()
+            opt.step()
+            sched.step()
+        return list(model.parameters())
+
+    assert max_rel_err(run(difopt.Adam), run(torch.optim.Adam)) < RTOL

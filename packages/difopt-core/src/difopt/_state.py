@@ -12,6 +12,8 @@ from difopt import _leafwise as lw
 def _plain(value: Any) -> Any:
     if isinstance(value, (bool, int, float, str, type(None))):
         return value
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return value.detach().clone()  # a tensor lr
     if isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float)) for v in value):
         return list(value)
     return repr(value)
@@ -81,3 +83,31 @@ def counts_differ(state: Any) -> bool:
     if isinstance(state, (tuple, list)):
         return any(counts_differ(part) for part in state)
     return False
+
+
+def hyper_from_dict(
+    state_dict: Any, param_groups: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The hyper-parameters saved with ``state_dict``'s groups that can be restored: numbers,
+    flags, tuples of numbers and 0-d tensors; not the text that describes a schedule."""
+    saved = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+    if saved is None:  # TorchOpt's tuple of states carries no hyper-parameters
+        return [{} for _ in param_groups]
+    if len(saved) != len(param_groups):
+        raise ValueError(
+            f"'state_dict' has {len(saved)} parameter groups, but the optimizer has "
+            f"{len(param_groups)}"
+        )
+    out = []
+    for entry, current in zip(saved, param_groups):
+        restored: dict[str, Any] = {}
+        for key, value in entry.items():
+            if key == "params" or (
+                isinstance(value, str) and not isinstance(current.get(key), str)
+            ):
+                continue
+            if isinstance(value, list) and isinstance(current.get(key), tuple):
+                value = tuple(value)
+            restored[key] = value
+        out.append(restored)
+    return out

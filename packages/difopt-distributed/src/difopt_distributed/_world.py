@@ -135,6 +135,8 @@ class _World:
 
 _world: _World | None = None
 _pending_done: torch.futures.Future | None = None
+# Restores the CPU binding init_world(bind_cpus=True) changed; shutdown() calls it.
+_unbind: Callable[[], None] | None = None
 
 
 def _env_int(name: str, default: int) -> int:
@@ -405,7 +407,7 @@ def _set_affinity(cpus: list[int]) -> None:
     for tid in threads:
         try:
             os.sched_setaffinity(tid, cpus)
-        except (ProcessLookupError, PermissionError):
+        except ProcessLookupError:
             pass  # a thread that ended meanwhile
     os.sched_setaffinity(0, cpus)
 
@@ -474,16 +476,19 @@ def init_world(
             "pass either rpc_backend_options or rpc_timeout, not both "
             "(set the timeout in rpc_backend_options instead)"
         )
+    global _unbind
     info = _info_from_env()
     unbind = _bind_to_cpus(info) if _bind_cpus_requested(bind_cpus) else None
     try:
-        return _start(
+        started = _start(
             info, worker_init_fn, worker_name_format, backend, rpc_backend_options, rpc_timeout
         )
     except BaseException:
         if unbind is not None:
             unbind()  # an error leaves the process as it found it
         raise
+    _unbind = unbind
+    return started
 
 
 def _start(
@@ -567,7 +572,7 @@ def shutdown(timeout: float | None = None) -> None:
         timeout: seconds each shutdown step may wait for other workers; None uses the RPC
             timeout.
     """
-    global _world, _pending_done
+    global _world, _pending_done, _unbind
     if not is_initialized():
         return
     seconds = rpc.get_rpc_timeout() if timeout is None else _check_timeout(timeout, "timeout")
@@ -611,6 +616,9 @@ def shutdown(timeout: float | None = None) -> None:
     finally:
         _world = None
         _pending_done = None
+        if _unbind is not None:
+            _unbind()  # the CPUs the process had before init_world(bind_cpus=True)
+            _unbind = None
 
 
 def auto_init_rpc(

@@ -599,8 +599,8 @@ def adan(
     check.non_negative("weight_decay", weight_decay)
     check.boolean("no_prox", no_prox)
     step = lr if (no_prox or weight_decay == 0.0) else _ProximalLr(lr, weight_decay)
-    if not callable(lr) and callable(step):
-        step = step(0)
+    if not callable(lr) and not isinstance(lr, torch.Tensor) and callable(step):
+        step = step(0)  # a float: the proximal factor once (a tensor lr is read every step)
     return chain(
         flip_sign_and_add_weight_decay(0.0, maximize),
         scale_by_adan(betas[0], betas[1], betas[2], eps, moment_requires_grad),

@@ -20,10 +20,12 @@ class Optimizer(torch.optim.Optimizer):
     """A torch.optim-style optimizer running a :class:`GradientTransformation` in place.
 
     A :class:`torch.optim.Optimizer`, so what takes one takes it too: ``torch.optim``'s
-    learning-rate schedulers (which edit ``param_groups[i]["lr"]``; the transformation is
-    rebuilt at the next step), step hooks (``register_step_pre_hook`` / ``..._post_hook``) and
-    training frameworks. Its state is the transformation's (``state_groups``; ``state_dict()``
-    saves it), not torch.optim's per-parameter ``state`` dict, which stays empty.
+    learning-rate schedulers (which edit ``param_groups[i]["lr"]``, read at the next step;
+    they need a class built from an alias, which has an ``lr``: ``difopt.Adam``, not a plain
+    ``Optimizer(params, impl)``), step hooks (``register_step_pre_hook`` / ``..._post_hook``)
+    and training frameworks. Its state is the transformation's (``state_groups``;
+    ``state_dict()`` saves it, without torch.optim's state-dict hooks), not torch.optim's
+    per-parameter ``state`` dict, which stays empty.
 
     Args:
         params: an iterable of tensors, or of dicts with a ``"params"`` entry (parameter
@@ -61,7 +63,7 @@ class Optimizer(torch.optim.Optimizer):
         # None: stale after an lr-only edit (rebuilt when a step needs the whole chain).
         self._impls: list[GradientTransformation | None] = []
         self._plans: list[_plan.StepPlan | None] = []
-        # Whether the group's lr only sets the chain's final scale (see _lr_only_edit).
+        # Whether the group's lr only sets the chain's final scale (_lr_scales_only_the_end).
         self._lr_scales_last: list[bool] = []
         self._built_hyper: list[dict[str, Any]] = []
         # [True] once some parameters have taken steps that others have not (a step with some
@@ -79,8 +81,12 @@ class Optimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim.Optimizer pickles defaults, state and param_groups only; a copy needs
-        # the transformations and their state too.
-        return dict(self.__dict__)
+        # the transformations and their state too. Not what a scheduler attaches to this
+        # instance (a ``step`` wrapper bound to this very object, its call flag), as torch.
+        state = dict(self.__dict__)
+        for attached in ("step", "_opt_called"):
+            state.pop(attached, None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -138,7 +144,10 @@ class Optimizer(torch.optim.Optimizer):
         if self.alias is None or not _finite_non_negative(lr):
             return False
         probe = 2.0 * float(lr) + 1.0  # type: ignore[arg-type]
-        other = self.alias(**{**hyper, "lr": probe})
+        try:
+            other = self.alias(**{**hyper, "lr": probe})
+        except (TypeError, ValueError):  # an alias that bounds lr: rebuild on every edit
+            return False
         parts: tuple[Any, ...] = tuple(getattr(impl, "transformations", ()))
         other_parts: tuple[Any, ...] = tuple(getattr(other, "transformations", ()))
         return (
@@ -273,8 +282,24 @@ class Optimizer(torch.optim.Optimizer):
         """Restore a state saved by :meth:`state_dict` (or TorchOpt's tuple of states).
 
         The whole input is checked against the current state before anything is replaced.
+        As in torch.optim, the saved hyper-parameters (``lr``, and keys a scheduler added such
+        as ``initial_lr``) replace the current ones; a schedule (saved as its description)
+        stays as it is.
         """
-        self.state_groups = _state.from_dict(state_dict, self.state_groups)
+        state_groups = _state.from_dict(state_dict, self.state_groups)
+        groups = _state.hyper_from_dict(state_dict, self.param_groups)
+        saved = [dict(g) for g in self.param_groups]
+        for group, new in zip(self.param_groups, groups):
+            group.update(new)
+        try:
+            for i in range(len(self.param_groups)):
+                self._refresh(i)  # validates the loaded values
+        except Exception:
+            for group, old in zip(self.param_groups, saved):
+                group.clear()
+                group.update(old)
+            raise
+        self.state_groups = state_groups
         self._uneven_counts[0] = any(_state.counts_differ(s) for s in self.state_groups)
 
 

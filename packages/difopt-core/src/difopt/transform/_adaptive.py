@@ -58,7 +58,12 @@ def _step(count: Any, updates: Sequence[torch.Tensor]) -> int | torch.Tensor:
     """The step value of ``count`` (see :func:`difopt._leafwise.step_value`); a counter that
     cannot be read (traced under ``torch.compile``, batched under ``vmap``) as a float tensor
     of the updates' precision (see :func:`difopt._leafwise.real_step`)."""
-    return lw.real_step(lw.step_value(count), updates[0] if updates else None)
+    t = lw.step_value(count)
+    if isinstance(t, int) or not updates:
+        return t
+    # The widest precision among the leaves: a float64 leaf beside float32 ones gets float64.
+    doubles = [u for u in updates if u.dtype in (torch.float64, torch.complex128)]
+    return lw.real_step(t, doubles[0] if doubles else updates[0])
 
 
 @param_shaped("mu", "nu")
