@@ -40,7 +40,9 @@ def world() -> Iterator[dd.WorldInfo]:
     torch.set_num_threads(1)
     port = free_port()
     # The last worker binds itself to its share of the CPUs (DIFOPT_BIND_CPUS, read by
-    # auto_init_rpc), for test_bind_cpus.py; the others run unbound.
+    # auto_init_rpc), for test_bind_cpus.py; the others run unbound. Worker 2 runs without
+    # OMP_NUM_THREADS (its threads come from torch.set_num_threads alone), for
+    # test_threads.py.
     procs = [
         spawn(
             WORKER,
@@ -49,6 +51,7 @@ def world() -> Iterator[dd.WorldInfo]:
             port,
             DIFOPT_RPC_TIMEOUT=str(RPC_TIMEOUT_S),
             DIFOPT_BIND_CPUS="1" if rank == WORLD_SIZE - 1 else "0",
+            OMP_NUM_THREADS=None if rank == 2 else "1",
         )
         for rank in range(1, WORLD_SIZE)
     ]

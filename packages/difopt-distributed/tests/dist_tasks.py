@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 
@@ -52,6 +53,14 @@ def thread_cpus() -> list[list[int]]:
         except ProcessLookupError:
             pass  # ended meanwhile
     return out
+
+
+def mkl_threads_on_entry() -> tuple[int, int]:
+    """MKL's thread count for the calling (RPC) thread before the function does anything, and
+    torch.get_num_threads() (the process's setting)."""
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    mkl = int(lib.mkl_get_max_threads())
+    return mkl, torch.get_num_threads()
 
 
 def fail(message: str) -> None:

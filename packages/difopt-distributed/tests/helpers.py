@@ -27,8 +27,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def world_env(rank: int, world_size: int, port: int, **extra: str) -> dict[str, str]:
-    """The environment torchrun would give ``rank`` (one node), plus ``extra``."""
+def world_env(rank: int, world_size: int, port: int, **extra: str | None) -> dict[str, str]:
+    """The environment torchrun would give ``rank`` (one node), plus ``extra`` (a None value
+    removes the variable)."""
     env = dict(os.environ)
     env.update(
         RANK=str(rank),
@@ -41,12 +42,16 @@ def world_env(rank: int, world_size: int, port: int, **extra: str) -> dict[str, 
         PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")])),
         PYTHONWARNINGS="ignore",
     )
-    env.update(extra)
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
 def spawn(
-    script: Path, rank: int, world_size: int, port: int, *args: str, **extra: str
+    script: Path, rank: int, world_size: int, port: int, *args: str, **extra: str | None
 ) -> subprocess.Popen[str]:
     """Start ``python script args...`` as ``rank`` of a world, capturing its output."""
     return subprocess.Popen(

@@ -291,8 +291,22 @@ class _Failure:
         return exc if isinstance(exc, BaseException) else None
 
 
+def _adopt_intra_op_threads() -> None:
+    """Give this RPC thread the process's intra-op thread count (torch.set_num_threads).
+
+    torch applies the count to a thread lazily, the first time that thread reads it; element
+    loops on small tensors never do, and MKL's count is per thread. On an RPC agent thread a
+    remote function's matrix products would therefore run on as many MKL threads as the
+    process had CPUs when it started (unless OMP_NUM_THREADS says otherwise), whatever
+    torch.set_num_threads() asked, oversubscribing the cores of a machine shared by several
+    worker processes (bind_cpus: one core each). Reading the count applies it.
+    """
+    torch.get_num_threads()
+
+
 def _run_remote(target: Any, args: Args, kwargs: KwArgs) -> Any:
     """Run on the worker: call the function, turn an exception into a :class:`_Failure`."""
+    _adopt_intra_op_threads()
     func = target.resolve() if isinstance(target, _FunctionRef) else target
     try:
         return func(*args, **kwargs)
