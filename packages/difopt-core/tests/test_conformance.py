@@ -159,7 +159,7 @@ def explicit(name: str) -> dict:
 
 def test_core_optimizers_are_in_the_table():
     core = {"sgd", "adam", "adamw", "adamax", "radam", "adadelta", "adagrad", "rmsprop"}
-    assert core | {"nadam", "lion", "adan", "muon", "adafactor", "rprop"} <= set(NAMES)
+    assert core | {"nadam", "lion", "adan", "muon", "adafactor", "rprop", "asgd"} <= set(NAMES)
 
 
 each_optimizer = pytest.mark.parametrize("name", NAMES)

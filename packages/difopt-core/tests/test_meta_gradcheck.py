@@ -31,6 +31,7 @@ META = [
     (difopt.MetaAdafactor, dict(lr=0.1, weight_decay=0.1)),
     (difopt.MetaAdafactor, dict(lr=0.5, d=1.0, eps=(1e-8, 1e-3))),
     (difopt.MetaRprop, dict(lr=0.05)),
+    (difopt.MetaASGD, dict(lr=0.1, lambd=0.1, t0=1, weight_decay=0.1)),
 ]
 
 
@@ -234,7 +235,8 @@ def test_foreach_addcdiv_backward_is_right_where_difopt_uses_it():
 
 
 @pytest.mark.parametrize(
-    "name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "adan", "adamax", "radam"]
+    "name",
+    ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "adan", "adamax", "radam", "asgd"],
 )
 def test_hypergradient_with_respect_to_a_tensor_learning_rate(name):
     """``lr`` as a 0-d tensor that requires grad: the loss after 3 unrolled functional steps

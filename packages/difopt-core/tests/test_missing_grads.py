@@ -230,6 +230,7 @@ STEP_CASES = {
     "sgd-momentum": (difopt.sgd, torch.optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.5)),
     "sgd-nesterov": (difopt.sgd, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
     "adafactor": (difopt.adafactor, torch.optim.Adafactor, dict(lr=0.05, weight_decay=0.1)),
+    "asgd": (difopt.asgd, torch.optim.ASGD, dict(lr=0.05, lambd=0.1, alpha=0.5, t0=1)),
 }
 LATE_STEPS = (2, 3, 5, 6)  # steps on which the late head takes part (of 8)
 

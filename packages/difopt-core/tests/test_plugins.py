@@ -48,6 +48,7 @@ def test_core_optimizers_are_registered_through_the_entry_point_group():
         "muon",
         "adafactor",
         "rprop",
+        "asgd",
     }
     assert registry.load("difopt.optimizers", "adam") is difopt.adam
 

@@ -34,6 +34,7 @@ OPTIMIZERS = [
     lambda: difopt.radam(lr=0.05),
     lambda: difopt.nadam(lr=0.05),
     lambda: difopt.adan(lr=0.05),
+    lambda: difopt.asgd(lr=0.05, lambd=0.1, t0=1),
 ]
 
 
@@ -50,7 +51,9 @@ def _adapt(model, params, impl, x, y):
 
 
 @pytest.mark.parametrize(
-    "make_impl", OPTIMIZERS, ids=["sgd", "adam", "rmsprop", "adamw", "radam", "nadam", "adan"]
+    "make_impl",
+    OPTIMIZERS,
+    ids=["sgd", "adam", "rmsprop", "adamw", "radam", "nadam", "adan", "asgd"],
 )
 def test_vmap_over_tasks_matches_separate_runs(make_impl):
     model = _model()
@@ -164,7 +167,7 @@ def test_vmap_refuses_counters_that_differ_between_parameters_and_members():
         )
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw", "adamax", "radam", "nadam", "adan"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "adamax", "radam", "nadam", "adan", "asgd"])
 def test_vmapped_bias_corrections_keep_float64(name):
     """Under vmap the step counter is a batched int64 tensor; ``b ** t`` computed from it
     directly is float32, which moved float64 updates by about 1e-8. Members at different

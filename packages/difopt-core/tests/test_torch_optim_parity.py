@@ -66,6 +66,11 @@ CASES = [
     ("nadam", torch.optim.NAdam, dict(lr=1e-2)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, momentum_decay=1e-2)),
     ("nadam", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    # torch keeps ASGD's step size in the default dtype (float32 here): these float64 runs
+    # differ from difopt's float64 step sizes by up to 2e-7 (see test_asgd_*).
+    ("asgd", torch.optim.ASGD, dict(lr=1e-2)),
+    ("asgd", torch.optim.ASGD, dict(lr=0.05, lambd=1e-3, alpha=0.5, t0=5, weight_decay=0.1)),
+    ("asgd", torch.optim.ASGD, dict(lr=0.02, t0=0, maximize=True)),
 ]
 
 CLASSIC = {
@@ -80,6 +85,7 @@ CLASSIC = {
     "nadam": difopt.NAdam,
     "adafactor": difopt.Adafactor,
     "rprop": difopt.Rprop,
+    "asgd": difopt.ASGD,
 }
 
 
@@ -483,3 +489,74 @@ def test_resuming_from_a_state_dict_restores_the_scheduled_lr_like_torch_optim(a
         return list(model.parameters())
 
     assert max_rel_err(run(difopt.Adam), run(torch.optim.Adam)) < RTOL
+
+
+def _asgd_runs(kw, schedule=None):
+    """20 steps of torch.optim.ASGD (its step sizes kept in float64, as difopt keeps them) and
+    of difopt.ASGD: (parameters, averages) of each."""
+    out = []
+    for cls in (torch.optim.ASGD, difopt.ASGD):
+        model, data = make_mlp(), make_data()
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # torch's ASGD scalars take the default dtype
+        try:
+            opt = cls(model.parameters(), **kw)
+            sched = schedule(opt) if schedule is not None else None
+            for _ in range(STEPS):
+                opt.zero_grad()
+                mse(model, data).backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+        finally:
+            torch.set_default_dtype(previous)
+        if cls is torch.optim.ASGD:
+            ax = [opt.state[p]["ax"] for p in model.parameters()]
+        else:
+            (state,) = [
+                s for s in opt.state_groups[0] if isinstance(s, difopt.transform.ScaleByAsgdState)
+            ]
+            ax = list(state.ax)
+        out.append((list(model.parameters()), ax))
+    return out
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=5, weight_decay=0.1),
+        dict(lr=0.02, lambd=0.0, t0=-3, maximize=True),
+        dict(lr=0.05, t0=0),
+    ],
+)
+def test_asgd_parameters_and_average_match_torch_optim(kw):
+    """The iterates and the running average (torch's ``state['ax']``) after 20 steps, with
+    averaging from step t0 on; torch's step sizes in float64, so the match is to rounding."""
+    (theirs, their_ax), (ours, our_ax) = _asgd_runs(kw)
+    assert max_rel_err(ours, theirs) < 1e-12
+    assert max_rel_err(our_ax, their_ax) < 1e-12
+    assert max_rel_err(our_ax, theirs) > 1e-4  # the average is not the last iterate
+
+
+def test_asgd_first_step_takes_lr_as_a_scheduler_left_it():
+    """A scheduler that sets lr before the first step (LambdaLR at epoch 0): torch.optim.ASGD
+    makes its state, hence its first step size, at the first step."""
+    schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 / (1 + e))  # noqa: E731
+    (theirs, their_ax), (ours, our_ax) = _asgd_runs(dict(lr=0.1, t0=3), schedule)
+    assert max_rel_err(ours, theirs) < 1e-12
+    assert max_rel_err(our_ax, their_ax) < 1e-12
+
+
+def test_asgd_rejects_a_schedule_and_bad_values():
+    with pytest.raises(TypeError, match="'lr': ASGD decays its step size"):
+        difopt.asgd(lr=lambda count: 0.1)
+    with pytest.raises(ValueError, match="'lambd'"):
+        difopt.asgd(lambd=-1.0)
+    with pytest.raises(ValueError, match="'t0'"):
+        difopt.asgd(t0=float("nan"))
+    with pytest.raises(ValueError, match="'alpha'"):
+        difopt.asgd(alpha=float("inf"))
+    with pytest.raises(ValueError, match="scale_by_asgd needs 'params'"):
+        tx = difopt.asgd()
+        p = (torch.zeros(2),)
+        tx.update(p, tx.init(p))

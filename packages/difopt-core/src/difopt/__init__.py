@@ -42,6 +42,7 @@ from difopt.alias import (
     adamax,
     adamw,
     adan,
+    asgd,
     lion,
     muon,
     nadam,
@@ -55,6 +56,7 @@ from difopt.clip import clip_grad_norm
 from difopt.combine import chain
 from difopt.hook import register_hook
 from difopt.optim import (
+    ASGD,
     SGD,
     AdaDelta,
     Adadelta,
@@ -78,6 +80,7 @@ from difopt.optim import (
     MetaAdamax,
     MetaAdamW,
     MetaAdan,
+    MetaASGD,
     MetaLion,
     MetaMuon,
     MetaNAdam,
@@ -107,6 +110,7 @@ from difopt.utils import (
 from difopt.version import __version__
 
 __all__ = [
+    "ASGD",
     "SGD",
     "AdaDelta",
     "AdaGrad",
@@ -121,6 +125,7 @@ __all__ = [
     "FuncOptimizer",
     "GradientTransformation",
     "Lion",
+    "MetaASGD",
     "MetaAdaDelta",
     "MetaAdaGrad",
     "MetaAdaMax",
@@ -157,6 +162,7 @@ __all__ = [
     "adamw",
     "adan",
     "apply_updates",
+    "asgd",
     "chain",
     "clip_grad_norm",
     "extract_state_dict",

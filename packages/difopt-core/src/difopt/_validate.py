@@ -21,6 +21,11 @@ def non_negative(name: str, value: Any) -> None:
         raise ValueError(f"Invalid value for '{name}': {value!r} (expected a finite float >= 0)")
 
 
+def finite(name: str, value: Any) -> None:
+    if not _is_number(value) or math.isnan(value) or math.isinf(value):
+        raise ValueError(f"Invalid value for '{name}': {value!r} (expected a finite float)")
+
+
 def positive(name: str, value: Any) -> None:
     if not _is_number(value) or math.isnan(value) or value <= 0.0 or math.isinf(value):
         raise ValueError(f"Invalid value for '{name}': {value!r} (expected a finite float > 0)")

@@ -35,6 +35,7 @@ from difopt.transform import (
     scale_by_adamax,
     scale_by_adan,
     scale_by_amsgrad,
+    scale_by_asgd,
     scale_by_lion,
     scale_by_muon,
     scale_by_nadam,
@@ -55,6 +56,7 @@ __all__ = [
     "adamax",
     "adamw",
     "adan",
+    "asgd",
     "forms",
     "lion",
     "muon",
@@ -729,5 +731,38 @@ def rprop(
     return chain(
         flip_sign_and_add_weight_decay(0.0, maximize),
         scale_by_rprop(lr, etas, step_sizes),
+        scale(-1.0),
+    )
+
+
+@forms("ASGD", "MetaASGD")
+def asgd(
+    lr: Any = 1e-2,
+    lambd: float = 1e-4,
+    alpha: float = 0.75,
+    t0: float = 1e6,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """ASGD, averaged stochastic gradient descent (Polyak & Juditsky, 1992), as
+    torch.optim.ASGD: SGD with the step size ``lr / (1 + lambd lr t) ** alpha`` and a decay
+    term, plus the running average of the iterates from step ``t0`` on.
+
+    The average is ASGD's answer; it lives in the state (``ScaleByAsgdState.ax``, in a classic
+    optimizer's ``state_groups``), and the parameters are the plain iterates, as in torch.
+
+    Args:
+        lr: the initial step size, a float or a 0-d tensor (not a schedule: the decay is
+            ASGD's own).
+        lambd: decay term.
+        alpha: power of the step-size decay.
+        t0: the step after which averaging starts.
+        weight_decay: L2 penalty added to the gradient.
+        maximize: maximize the objective instead of minimizing it.
+    """
+    return chain(
+        flip_sign_and_add_weight_decay(weight_decay, maximize),
+        scale_by_asgd(lr, lambd, alpha, t0),
         scale(-1.0),
     )

@@ -18,6 +18,7 @@ from difopt.optim.meta import (
     MetaAdamax,
     MetaAdamW,
     MetaAdan,
+    MetaASGD,
     MetaLion,
     MetaMuon,
     MetaNAdam,
@@ -43,6 +44,7 @@ Adan = classic_class(_alias.adan)
 Adafactor = classic_class(_alias.adafactor)
 Rprop = classic_class(_alias.rprop)
 Muon = classic_class(_alias.muon)
+ASGD = classic_class(_alias.asgd)
 
 # TorchOpt's alternative spellings: the same objects.
 AdaMax = Adamax
@@ -51,6 +53,7 @@ AdaGrad = Adagrad
 RMSprop = RMSProp
 
 __all__ = [
+    "ASGD",
     "SGD",
     "AdaDelta",
     "AdaGrad",
@@ -64,6 +67,7 @@ __all__ = [
     "Adan",
     "FuncOptimizer",
     "Lion",
+    "MetaASGD",
     "MetaAdaDelta",
     "MetaAdaGrad",
     "MetaAdaMax",

@@ -31,6 +31,7 @@ from difopt.transform._adaptive import (
     scale_by_rss,
     scale_by_stddev,
 )
+from difopt.transform._asgd import ScaleByAsgdState, scale_by_asgd
 from difopt.transform._core import (
     MaskedState,
     ScaleByScheduleState,
@@ -61,6 +62,7 @@ __all__ = [
     "ScaleByAdamaxState",
     "ScaleByAdanState",
     "ScaleByAmsgradState",
+    "ScaleByAsgdState",
     "ScaleByLionState",
     "ScaleByMuonState",
     "ScaleByNadamState",
@@ -87,6 +89,7 @@ __all__ = [
     "scale_by_adamax",
     "scale_by_adan",
     "scale_by_amsgrad",
+    "scale_by_asgd",
     "scale_by_lion",
     "scale_by_muon",
     "scale_by_nadam",

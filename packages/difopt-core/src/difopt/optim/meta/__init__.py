@@ -20,6 +20,7 @@ MetaAdan = meta_class(_alias.adan)
 MetaAdafactor = meta_class(_alias.adafactor)
 MetaRprop = meta_class(_alias.rprop)
 MetaMuon = meta_class(_alias.muon)
+MetaASGD = meta_class(_alias.asgd)
 
 # TorchOpt's alternative spellings: the same objects.
 MetaAdaMax = MetaAdamax
@@ -28,6 +29,7 @@ MetaAdaGrad = MetaAdagrad
 MetaRMSprop = MetaRMSProp
 
 __all__ = [
+    "MetaASGD",
     "MetaAdaDelta",
     "MetaAdaGrad",
     "MetaAdaMax",
