@@ -117,6 +117,93 @@ def _add_ratio(
     return list(torch._foreach_add(ps, torch._foreach_div(num, denom), alpha=value))
 
 
+class _AddRatioOfRoot(torch.autograd.Function):
+    """``ps + value * num / (sqrt(x + c) + eps)`` over lists of tensors, with one backward
+    for the whole expression.
+
+    Autograd through the composite (``_foreach_add``, ``_foreach_sqrt``, ``_foreach_add``,
+    ``_foreach_addcdiv``) runs about nine full-size passes per tensor in the backward; this
+    one runs six (``r = grad / d``, then ``value * r`` for ``num`` and ``-value / 2 * r * num
+    / (d s)`` for ``x``, with ``s = sqrt(x + c)`` and ``d = s + eps``). Where ``s`` is 0 the
+    derivative in ``x`` is taken as 0, as :func:`difopt._leafwise.sqrt` does. A backward that
+    is itself recorded (``create_graph=True``) recomputes ``s`` and ``d`` from ``x`` on the
+    graph, so higher derivatives are exact too.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, value: float, eps: float, c: float, n: int, *tensors: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        ps, num, xs = tensors[:n], tensors[n : 2 * n], tensors[2 * n :]
+        if c:
+            root = list(torch._foreach_add(xs, c))
+            torch._foreach_sqrt_(root)
+        else:
+            root = list(torch._foreach_sqrt(xs))
+        denom = torch._foreach_add(root, eps)
+        out = torch._foreach_addcdiv(ps, num, denom, value=value)
+        ctx.save_for_backward(*num, *xs, *root, *denom)
+        ctx.constants = (value, eps, c, n)
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
+        value, eps, c, n = ctx.constants
+        saved = ctx.saved_tensors
+        num, xs = saved[:n], saved[n : 2 * n]
+        recorded = torch.is_grad_enabled()
+        root: list[torch.Tensor]
+        denom: list[torch.Tensor]
+        if recorded:  # a recorded backward: s and d as functions of x
+            root = [(x + c).sqrt() if c else x.sqrt() for x in xs]
+            denom = [r + eps for r in root]
+        else:
+            root, denom = list(saved[2 * n : 3 * n]), list(saved[3 * n :])
+        ratio = torch._foreach_div(grads, denom)
+        d_num = torch._foreach_mul(ratio, value)
+        d_x: list[torch.Tensor] = list(torch._foreach_mul(ratio, num))
+        scale = torch._foreach_mul(denom, root)
+        if recorded:
+            d_x = list(torch._foreach_mul(torch._foreach_div(d_x, scale), -0.5 * value))
+        else:
+            torch._foreach_div_(d_x, scale)
+            torch._foreach_mul_(d_x, -0.5 * value)
+        if not c:  # sqrt's subgradient 0 where x is 0 (see _leafwise.sqrt)
+            d_x = [torch.where(r > 0, d, 0.0) for r, d in zip(root, d_x)]
+        return (None, None, None, None, *grads, *d_num, *d_x)
+
+
+def _add_ratio_of_root(
+    ps: lw.Tensors,
+    num: lw.Tensors,
+    xs: lw.Tensors,
+    c: float,
+    eps: float,
+    value: float,
+    inplace: bool,
+    xs_fresh: bool = False,
+) -> list[torch.Tensor]:
+    """``ps + value * num / (sqrt(xs + c) + eps)``, into ``ps`` when ``inplace``; on the
+    autograd graph with :class:`_AddRatioOfRoot`'s fused backward. ``xs_fresh``: ``xs`` is a
+    buffer of the caller's that may be overwritten (not a state)."""
+    if (
+        not inplace
+        and torch.is_grad_enabled()
+        and not torch._C._are_functorch_transforms_active()
+        and any(t.requires_grad for t in (*ps, *num, *xs))
+    ):
+        return list(_AddRatioOfRoot.apply(value, eps, c, len(ps), *ps, *num, *xs))
+    root: lw.Tensors
+    if c:
+        root = lw.sqrt(lw.add_scalar(xs, c), positive=True)
+    elif inplace and xs_fresh and not lw.on_graph(xs):
+        root = xs  # no graph: its square root in place
+        torch._foreach_sqrt_(root)
+    else:
+        root = lw.sqrt(xs)
+    return _add_ratio(ps, num, root, eps, value, inplace)
+
+
 def _foreach_addcdiv_backward_ok(xs: lw.Tensors) -> bool:
     """Whether torch 2.13's backward of ``_foreach_addcdiv`` survives these shapes: it reads
     row ``i`` of the ``i``-th tensor, and raises an IndexError where that row does not exist
@@ -168,12 +255,10 @@ def _adam_apply(
     bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
     # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
     #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
-    if eps_root:
-        denom: lw.Tensors = lw.sqrt(lw.add_scalar(second, eps_root * bc2), positive=True)
-    else:
-        denom = lw.sqrt(second)
     value = factor * math.sqrt(bc2) / bc1
-    new_params = _add_ratio(ps, mu, denom, eps * math.sqrt(bc2), value, inplace)
+    new_params = _add_ratio_of_root(
+        ps, mu, second, eps_root * bc2, eps * math.sqrt(bc2), value, inplace
+    )
     trees = (lw.unflatten(spec, mu), lw.unflatten(spec, nu))
     if amsgrad:
         return new_params, ScaleByAmsgradState(*trees, lw.unflatten(spec, second), count)
@@ -488,7 +573,7 @@ def scale_by_rms(
         if not _fusable(gs, ps):
             return None
         nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
-        new_params = _add_ratio(ps, gs, lw.sqrt(nu), eps, factor, inplace)
+        new_params = _add_ratio_of_root(ps, gs, nu, 0.0, eps, factor, inplace)
         return new_params, ScaleByRmsState(lw.unflatten(spec, nu))
 
     return FusedApplyTransformation(init, update, apply_scaled)
@@ -551,12 +636,7 @@ def scale_by_stddev(
         if not _fusable(gs, ps):
             return None
         mu, nu, var = moments(gs, state, inplace)
-        if inplace and not lw.on_graph(var):
-            root: lw.Tensors = var  # a fresh buffer, no graph: its square root in place
-            torch._foreach_sqrt_(root)
-        else:
-            root = lw.sqrt(var)
-        new_params = _add_ratio(ps, gs, root, eps, factor, inplace)
+        new_params = _add_ratio_of_root(ps, gs, var, 0.0, eps, factor, inplace, xs_fresh=True)
         new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
         return new_params, new_state
 
