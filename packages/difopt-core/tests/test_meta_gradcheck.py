@@ -264,15 +264,19 @@ def test_hypergradient_with_respect_to_a_tensor_learning_rate(name):
     assert grad.abs() > 0
 
 
+@pytest.mark.parametrize("with_params", [True, False], ids=["apply", "direction"])
 @pytest.mark.parametrize("c", [0.0, 1e-3], ids=["c=0", "c>0"])
-def test_fused_ratio_of_root_backward_against_the_composite(c):
-    """``ps + value * num / (sqrt(x + c) + eps)`` with its one-pass backward (the meta path of
-    Adam and RMSprop): float64 gradcheck and gradgradcheck, and equality with autograd
-    through the plain expression; where x is 0 (c = 0) the derivative in x is 0."""
-    from difopt.transform._adaptive import _add_ratio_of_root
+def test_fused_ratio_of_root_backward_against_the_composite(c, with_params):
+    """``[ps +] value * num / (sqrt(b x + c) + eps)`` with its one-pass backward (the
+    differentiable steps of Adam and RMSprop): float64 gradcheck and gradgradcheck, and
+    equality with autograd through the plain expression; where x is 0 (c = 0) the
+    derivative in x is 0."""
+    from difopt.transform._adaptive import _add_ratio_of_root, _ratio_of_root
 
     gen = torch.Generator().manual_seed(0)
     shapes = [(3, 4), (4,), ()]
+    value, eps = -0.7, 1e-3
+    b = 1.0 if with_params else 1.7  # the apply path takes x as it is
 
     def draw(low=0.0):
         return [
@@ -284,21 +288,27 @@ def test_fused_ratio_of_root_backward_against_the_composite(c):
     n = len(shapes)
 
     def fused(*t):
-        return tuple(_add_ratio_of_root(t[:n], t[n : 2 * n], t[2 * n :], c, 1e-3, -0.7, False))
+        if with_params:
+            return tuple(_add_ratio_of_root(t[:n], t[n : 2 * n], t[2 * n :], c, eps, value, False))
+        return tuple(_ratio_of_root(t[:n], t[n:], value, b, c, eps))
 
-    inputs = (*ps, *num, *xs)
+    def plain(*t):
+        base = t[:n] if with_params else [0.0] * n
+        nums, xs_ = (t[n : 2 * n], t[2 * n :]) if with_params else (t[:n], t[n:])
+        return [p + value * m / ((b * x + c).sqrt() + eps) for p, m, x in zip(base, nums, xs_)]
+
+    inputs = (*ps, *num, *xs) if with_params else (*num, *xs)
     assert torch.autograd.gradcheck(fused, inputs)
     assert torch.autograd.gradgradcheck(fused, inputs)
     weights = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
-    plain = [p + (-0.7) * m / ((x + c).sqrt() + 1e-3) for p, m, x in zip(ps, num, xs)]
-    want = torch.autograd.grad(plain, inputs, weights)
+    want = torch.autograd.grad(plain(*inputs), inputs, weights)
     got = torch.autograd.grad(fused(*inputs), inputs, weights)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for a, w in zip(got, want):
+        torch.testing.assert_close(a, w, rtol=1e-12, atol=1e-14)
     if c == 0.0:
         zero = [x.detach().clone() for x in xs]
         zero[0][0, 0] = 0.0
         zero = [z.requires_grad_() for z in zero]
-        out = _add_ratio_of_root(ps, num, zero, 0.0, 1e-3, -0.7, False)
-        grads = torch.autograd.grad(out, zero, weights)
+        args = (*ps, *num, *zero) if with_params else (*num, *zero)
+        grads = torch.autograd.grad(fused(*args), zero, weights)
         assert grads[0][0, 0] == 0.0 and torch.isfinite(grads[0]).all()

@@ -85,6 +85,10 @@ def _adam_direction(
     inplace: bool,
 ) -> list[torch.Tensor]:
     """``(mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)``."""
+    if not inplace and not torch.is_tensor(bc1) and not torch.is_tensor(bc2):
+        fused = _ratio_of_root(mu, nu, 1.0 / bc1, 1.0 / bc2, eps_root, eps)
+        if fused is not None:
+            return fused
     if inplace and eps_root == 0.0 and not torch.is_tensor(bc1):
         # In place on a fresh buffer (no graph to keep): sqrt(nu / bc2) + eps, times bc1,
         # takes two scalar passes, and mu is divided once.
@@ -117,45 +121,62 @@ def _add_ratio(
     return list(torch._foreach_add(ps, torch._foreach_div(num, denom), alpha=value))
 
 
-class _AddRatioOfRoot(torch.autograd.Function):
-    """``ps + value * num / (sqrt(x + c) + eps)`` over lists of tensors, with one backward
-    for the whole expression.
+class _RatioOfRoot(torch.autograd.Function):
+    """``[ps +] value * num / (sqrt(b * x + c) + eps)`` over lists of tensors, with one
+    backward for the whole expression.
 
-    Autograd through the composite (``_foreach_add``, ``_foreach_sqrt``, ``_foreach_add``,
-    ``_foreach_addcdiv``) runs about nine full-size passes per tensor in the backward; this
-    one runs six (``r = grad / d``, then ``value * r`` for ``num`` and ``-value / 2 * r * num
-    / (d s)`` for ``x``, with ``s = sqrt(x + c)`` and ``d = s + eps``). Where ``s`` is 0 the
-    derivative in ``x`` is taken as 0, as :func:`difopt._leafwise.sqrt` does. A backward that
-    is itself recorded (``create_graph=True``) recomputes ``s`` and ``d`` from ``x`` on the
-    graph, so higher derivatives are exact too.
+    Autograd through the composite of foreach ops runs about nine full-size passes per
+    tensor in the backward; this one runs six: ``r = grad / d``, then ``value * r`` for
+    ``num`` and ``-value b / 2 * r * num / (d s)`` for ``x``, with ``s = sqrt(b x + c)`` and
+    ``d = s + eps`` saved by the forward. Where ``s`` is 0 the derivative in ``x`` is taken
+    as 0, as :func:`difopt._leafwise.sqrt` does. A backward that is itself recorded
+    (``create_graph=True``) recomputes ``s`` and ``d`` from ``x`` on the graph, so higher
+    derivatives are exact too. Without ``ps`` (``n_ps == 0``) the output is the ratio alone.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, value: float, eps: float, c: float, n: int, *tensors: torch.Tensor
+        ctx: Any,
+        value: float,
+        eps: float,
+        b: float,
+        c: float,
+        n: int,
+        n_ps: int,
+        *tensors: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        ps, num, xs = tensors[:n], tensors[n : 2 * n], tensors[2 * n :]
-        if c:
+        ps, num, xs = tensors[:n_ps], tensors[n_ps : n_ps + n], tensors[n_ps + n :]
+        if b != 1.0:
+            root = list(torch._foreach_mul(xs, b))
+            if c:
+                torch._foreach_add_(root, c)
+        elif c:
             root = list(torch._foreach_add(xs, c))
-            torch._foreach_sqrt_(root)
         else:
             root = list(torch._foreach_sqrt(xs))
+        if b != 1.0 or c:
+            torch._foreach_sqrt_(root)
         denom = torch._foreach_add(root, eps)
-        out = torch._foreach_addcdiv(ps, num, denom, value=value)
+        if n_ps:
+            out = torch._foreach_addcdiv(ps, num, denom, value=value)
+        else:
+            out = torch._foreach_div(num, denom)
+            if value != 1.0:
+                torch._foreach_mul_(out, value)
         ctx.save_for_backward(*num, *xs, *root, *denom)
-        ctx.constants = (value, eps, c, n)
+        ctx.constants = (value, eps, b, c, n, n_ps)
         return tuple(out)
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
-        value, eps, c, n = ctx.constants
+        value, eps, b, c, n, n_ps = ctx.constants
         saved = ctx.saved_tensors
         num, xs = saved[:n], saved[n : 2 * n]
         recorded = torch.is_grad_enabled()
         root: list[torch.Tensor]
         denom: list[torch.Tensor]
         if recorded:  # a recorded backward: s and d as functions of x
-            root = [(x + c).sqrt() if c else x.sqrt() for x in xs]
+            root = [(b * x + c).sqrt() for x in xs]
             denom = [r + eps for r in root]
         else:
             root, denom = list(saved[2 * n : 3 * n]), list(saved[3 * n :])
@@ -164,13 +185,36 @@ class _AddRatioOfRoot(torch.autograd.Function):
         d_x: list[torch.Tensor] = list(torch._foreach_mul(ratio, num))
         scale = torch._foreach_mul(denom, root)
         if recorded:
-            d_x = list(torch._foreach_mul(torch._foreach_div(d_x, scale), -0.5 * value))
+            d_x = list(torch._foreach_mul(torch._foreach_div(d_x, scale), -0.5 * value * b))
         else:
             torch._foreach_div_(d_x, scale)
-            torch._foreach_mul_(d_x, -0.5 * value)
+            torch._foreach_mul_(d_x, -0.5 * value * b)
         if not c:  # sqrt's subgradient 0 where x is 0 (see _leafwise.sqrt)
             d_x = [torch.where(r > 0, d, 0.0) for r, d in zip(root, d_x)]
-        return (None, None, None, None, *grads, *d_num, *d_x)
+        return (None,) * 6 + (*grads[:n_ps], *d_num, *d_x)
+
+
+def _fused_backward_applies(inplace: bool, *lists: lw.Tensors) -> bool:
+    """Whether :class:`_RatioOfRoot` should run: an out-of-place update on the autograd graph
+    of tensors foreach ops take (not under a torch.func transform, whose batching rules it
+    does not have)."""
+    return (
+        not inplace
+        and torch.is_grad_enabled()
+        and not torch._C._are_functorch_transforms_active()
+        and any(t.requires_grad for xs in lists for t in xs)
+        and all(lw.foreach_ok(xs) for xs in lists)
+    )
+
+
+def _ratio_of_root(
+    num: lw.Tensors, xs: lw.Tensors, value: float, b: float, c: float, eps: float
+) -> list[torch.Tensor] | None:
+    """``value * num / (sqrt(b * xs + c) + eps)`` with the fused backward, or None where
+    it does not apply (see :func:`_fused_backward_applies`)."""
+    if not _fused_backward_applies(False, num, xs):
+        return None
+    return list(_RatioOfRoot.apply(value, eps, b, c, len(num), 0, *num, *xs))
 
 
 def _add_ratio_of_root(
@@ -184,15 +228,10 @@ def _add_ratio_of_root(
     xs_fresh: bool = False,
 ) -> list[torch.Tensor]:
     """``ps + value * num / (sqrt(xs + c) + eps)``, into ``ps`` when ``inplace``; on the
-    autograd graph with :class:`_AddRatioOfRoot`'s fused backward. ``xs_fresh``: ``xs`` is a
+    autograd graph with :class:`_RatioOfRoot`'s fused backward. ``xs_fresh``: ``xs`` is a
     buffer of the caller's that may be overwritten (not a state)."""
-    if (
-        not inplace
-        and torch.is_grad_enabled()
-        and not torch._C._are_functorch_transforms_active()
-        and any(t.requires_grad for t in (*ps, *num, *xs))
-    ):
-        return list(_AddRatioOfRoot.apply(value, eps, c, len(ps), *ps, *num, *xs))
+    if _fused_backward_applies(inplace, ps, num, xs):
+        return list(_RatioOfRoot.apply(value, eps, 1.0, c, len(num), len(ps), *ps, *num, *xs))
     root: lw.Tensors
     if c:
         root = lw.sqrt(lw.add_scalar(xs, c), positive=True)
@@ -562,7 +601,9 @@ def scale_by_rms(
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
-        out = lw.div(gs, lw.add_scalar(lw.sqrt(nu), eps))
+        out = _ratio_of_root(gs, nu, 1.0, 1.0, 0.0, eps) if not inplace else None
+        if out is None:
+            out = lw.div(gs, lw.add_scalar(lw.sqrt(nu), eps))
         return lw.unflatten(spec, out), ScaleByRmsState(lw.unflatten(spec, nu))
 
     def apply_scaled(
@@ -624,7 +665,9 @@ def scale_by_stddev(
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         mu, nu, var = moments(gs, state, inplace)
-        out = lw.div(gs, lw.add_scalar(lw.sqrt(var), eps))
+        out = _ratio_of_root(gs, var, 1.0, 1.0, 0.0, eps) if not inplace else None
+        if out is None:
+            out = lw.div(gs, lw.add_scalar(lw.sqrt(var), eps))
         new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
         return lw.unflatten(spec, out), new_state
 
@@ -673,7 +716,9 @@ def scale_by_rss(
             s: lw.Tensors = s_old
         else:
             s = lw.assign(s_old, [a + g * g for a, g in zip(s_old, gs)], inplace)
-        out = lw.div(gs, lw.add_scalar(lw.sqrt(s), eps))
+        out = _ratio_of_root(gs, s, 1.0, 1.0, 0.0, eps) if not inplace else None
+        if out is None:
+            out = lw.div(gs, lw.add_scalar(lw.sqrt(s), eps))
         return lw.unflatten(spec, out), ScaleByRssState(lw.unflatten(spec, s))
 
     return GradientTransformation(init, update)
