@@ -85,10 +85,10 @@ def _adam_direction(
     inplace: bool,
 ) -> list[torch.Tensor]:
     """``(mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)``."""
-    if not inplace and not torch.is_tensor(bc1) and not torch.is_tensor(bc2):
-        fused = _ratio_of_root(mu, nu, 1.0 / bc1, 1.0 / bc2, eps_root, eps)
-        if fused is not None:
-            return fused
+    scalars = not torch.is_tensor(bc1) and not torch.is_tensor(bc2)
+    if scalars and _fused_backward_applies(inplace, mu, nu):
+        ratio = _RatioOfRoot.apply(1.0 / bc1, eps, 1.0 / bc2, eps_root, len(mu), 0, *mu, *nu)
+        return list(ratio)
     if inplace and eps_root == 0.0 and not torch.is_tensor(bc1):
         # In place on a fresh buffer (no graph to keep): sqrt(nu / bc2) + eps, times bc1,
         # takes two scalar passes, and mu is divided once.
@@ -207,14 +207,12 @@ def _fused_backward_applies(inplace: bool, *lists: lw.Tensors) -> bool:
     )
 
 
-def _ratio_of_root(
-    num: lw.Tensors, xs: lw.Tensors, value: float, b: float, c: float, eps: float
-) -> list[torch.Tensor] | None:
-    """``value * num / (sqrt(b * xs + c) + eps)`` with the fused backward, or None where
-    it does not apply (see :func:`_fused_backward_applies`)."""
-    if not _fused_backward_applies(False, num, xs):
-        return None
-    return list(_RatioOfRoot.apply(value, eps, b, c, len(num), 0, *num, *xs))
+def _div_by_root(num: lw.Tensors, xs: lw.Tensors, eps: float, inplace: bool) -> list[torch.Tensor]:
+    """``num / (sqrt(xs) + eps)``: on the autograd graph with :class:`_RatioOfRoot`'s fused
+    backward, elsewhere the composite."""
+    if _fused_backward_applies(inplace, num, xs):
+        return list(_RatioOfRoot.apply(1.0, eps, 1.0, 0.0, len(num), 0, *num, *xs))
+    return lw.div(num, lw.add_scalar(lw.sqrt(xs), eps))
 
 
 def _add_ratio_of_root(
@@ -601,9 +599,7 @@ def scale_by_rms(
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
-        out = _ratio_of_root(gs, nu, 1.0, 1.0, 0.0, eps) if not inplace else None
-        if out is None:
-            out = lw.div(gs, lw.add_scalar(lw.sqrt(nu), eps))
+        out = _div_by_root(gs, nu, eps, inplace)
         return lw.unflatten(spec, out), ScaleByRmsState(lw.unflatten(spec, nu))
 
     def apply_scaled(
@@ -665,9 +661,7 @@ def scale_by_stddev(
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         mu, nu, var = moments(gs, state, inplace)
-        out = _ratio_of_root(gs, var, 1.0, 1.0, 0.0, eps) if not inplace else None
-        if out is None:
-            out = lw.div(gs, lw.add_scalar(lw.sqrt(var), eps))
+        out = _div_by_root(gs, var, eps, inplace)
         new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
         return lw.unflatten(spec, out), new_state
 
@@ -716,9 +710,7 @@ def scale_by_rss(
             s: lw.Tensors = s_old
         else:
             s = lw.assign(s_old, [a + g * g for a, g in zip(s_old, gs)], inplace)
-        out = _ratio_of_root(gs, s, 1.0, 1.0, 0.0, eps) if not inplace else None
-        if out is None:
-            out = lw.div(gs, lw.add_scalar(lw.sqrt(s), eps))
+        out = _div_by_root(gs, s, eps, inplace)
         return lw.unflatten(spec, out), ScaleByRssState(lw.unflatten(spec, s))
 
     return GradientTransformation(init, update)
