@@ -89,7 +89,7 @@ def test_node_count_matches_torchviz_without_inner_names(show_saved: bool) -> No
 def test_functions_are_labelled_with_autograd_names() -> None:
     u = unroll(steps=1)
     dot = difopt_visual.make_dot(u.loss)
-    assert nodes_with(dot, "ForeachAddBackward0List")  # not "CppFunction"
+    assert nodes_with(dot, "ForeachLerpBackward0Scalar")  # not "CppFunction"
     assert not nodes_with(dot, "CppFunction")
     assert nodes_with(dot, "label=AccumulateGrad")
 
@@ -116,10 +116,11 @@ def test_custom_function_is_one_distinct_node_with_saved_tensors() -> None:
     assert count_nodes(dot) == count_nodes(torchviz.make_dot(Twice.apply(w).sum()))
 
 
-def test_difopt_fused_foreach_sqrt_is_one_node_per_step() -> None:
+def test_difopt_fused_adam_step_is_one_node_per_step() -> None:
+    """MetaAdam's step ``p + value * m / (sqrt(v + c) + eps)`` is one autograd.Function."""
     u = unroll(steps=2)
     dot = difopt_visual.make_dot(u.loss)
-    assert len(nodes_with(dot, "_ForeachSqrtBackward")) == 2
+    assert len(nodes_with(dot, "_RatioOfRootBackward")) == 2
     assert difopt_visual.summary(u.loss).custom_ops == 2
 
 

@@ -98,7 +98,7 @@ class Graph:
 
 
 def function_name(fn: Any) -> str:
-    """The readable name of an autograd node (``ForeachAddBackward0List`` ...).
+    """The readable name of an autograd node (``ForeachLerpBackward0Scalar`` ...).
 
     ``Node.name()`` is used rather than the Python type name, which is only ``CppFunction``
     for many C++ nodes; a C++ namespace (``torch::autograd::AccumulateGrad``) is dropped.
