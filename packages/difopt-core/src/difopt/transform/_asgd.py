@@ -68,13 +68,10 @@ def scale_by_asgd(
     def init(params: Any) -> ScaleByAsgdState:
         ps, spec = lw.flatten(params)
         start = float(lr.detach()) if isinstance(lr, torch.Tensor) else float(lr)
-        scalars = lambda value: lw.unflatten(  # noqa: E731
-            spec, [torch.full((), value, dtype=torch.float64) for _ in ps]
-        )
         return ScaleByAsgdState(
             ax=lw.unflatten(spec, lw.zeros_like(ps)),
-            eta=scalars(start),
-            mu=scalars(1.0),
+            eta=lw.unflatten(spec, _scalars(len(ps), start)),
+            mu=lw.unflatten(spec, _scalars(len(ps), 1.0)),
             count=lw.count_init(params),
         )
 
@@ -120,7 +117,7 @@ def scale_by_asgd(
             if before == 0:
                 return lr.to(g.dtype) if isinstance(lr, torch.Tensor) else float(lr)
             return eta.to(g.dtype)
-        first = lr.to(g.dtype) if isinstance(lr, torch.Tensor) else torch.full_like(eta, lr)
+        first = lr if isinstance(lr, torch.Tensor) else torch.full_like(eta, lr)
         return torch.where(before == 0, first.to(g.dtype), eta.to(g.dtype))
 
     return GradientTransformation(init, update)
@@ -138,4 +135,9 @@ def _store(olds: list[torch.Tensor], value: Any, inplace: bool) -> list[torch.Te
         return olds
     if isinstance(value, torch.Tensor):
         return [value.to(torch.float64) + 0.0 for _ in olds]  # one tensor each
-    return [torch.full((), value, dtype=torch.float64) for _ in olds]
+    return _scalars(len(olds), value)
+
+
+def _scalars(n: int, value: float) -> list[torch.Tensor]:
+    """``n`` separate float64 0-d tensors holding ``value``."""
+    return [torch.full((), value, dtype=torch.float64) for _ in range(n)]
