@@ -167,3 +167,48 @@ def maml_partitioner(params, x_s, y_s, x_q, y_q, **kwargs):
     """Split the tasks over the workers; send the meta-parameters whole to each."""
     parts = dd.batch_partitioner(x_s, y_s, x_q, y_q, **kwargs)
     return [(rank, (params, *args), kw) for rank, args, kw in parts]
+
+
+# ----------------------------------------------------------------------------- eager backward
+
+
+def echo(tree):
+    """Send the arguments back as they arrived (packing both ways)."""
+    return tree
+
+
+def describe(tree) -> list[tuple[str, tuple[int, ...], bool, bool, float]]:
+    """What arrived: dtype, shape, requires_grad, contiguity and sum of each tensor leaf."""
+    import optree
+
+    return [
+        (str(t.dtype), tuple(t.shape), t.requires_grad, t.is_contiguous(), float(t.detach().sum()))
+        for t in optree.tree_leaves(tree)
+        if isinstance(t, torch.Tensor)
+    ]
+
+
+def quadratic_loss(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor, scale: float = 1.0):
+    """A smooth scalar of all three tensors: ``scale * sum(tanh(x @ w + b) ** 2)``."""
+    return scale * torch.tanh(x @ w + b).pow(2).sum()
+
+
+def loss_of_first(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Uses ``a`` only; ``b`` gets no gradient."""
+    return (a * a).sum()
+
+
+def not_a_loss(x: torch.Tensor) -> torch.Tensor:
+    """Returns a vector: not allowed with backward='eager'."""
+    return x * 2
+
+
+def detached_loss(x: torch.Tensor) -> torch.Tensor:
+    """A scalar that does not depend on ``x`` differentiably."""
+    return x.detach().sum()
+
+
+@dd.parallelize(partitioner=dd.batch_partitioner, reducer=dd.sum_reducer, backward="eager")
+def parallel_eager_loss(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_i |x_i @ w_i|^2`` over the rows (``w`` given per row), eager backward."""
+    return (x.unsqueeze(1) @ w).pow(2).sum()

@@ -13,7 +13,8 @@ EXAMPLE = HERE.parents[2] / "examples" / "distributed_maml.py"
 
 
 @pytest.mark.skipif(not EXAMPLE.exists(), reason="examples/ is not next to this checkout")
-def test_distributed_maml_example_under_torchrun() -> None:
+@pytest.mark.parametrize("backward", ["eager", "distributed"])
+def test_distributed_maml_example_under_torchrun(backward: str) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -24,6 +25,7 @@ def test_distributed_maml_example_under_torchrun() -> None:
         f"--master-port={free_port()}",
         str(EXAMPLE),
         *("--meta-iters", "2", "--timing-iters", "1", "--hidden", "8", "--k-shot", "4"),
+        *("--backward", backward),
     ]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -31,5 +33,6 @@ def test_distributed_maml_example_under_torchrun() -> None:
     [(rc, out, killed)] = reap([proc], timeout=120)
     assert not killed and rc == 0, out
     assert "8 tasks per meta-batch over 2 worker(s)" in out
+    assert f"backward={backward!r}" in out
     assert "iter    2  query loss" in out
     assert "2 worker(s)" in out and "-> speed-up" in out

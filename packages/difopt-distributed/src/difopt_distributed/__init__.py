@@ -23,7 +23,8 @@ Launch with ``torchrun --nproc-per-node N script.py``.
   rank-gated decorators (:func:`rank_zero_only`, ...).
 - Calls: :func:`remote_async_call` / :func:`remote_sync_call`, and the decorators
   :func:`parallelize` / :func:`parallelize_async`; partitioners split the arguments over
-  workers, reducers combine the results.
+  workers, reducers combine the results. ``backward="eager"`` has the workers return a
+  loss together with its gradient (one round trip, no distributed autograd needed).
 - :mod:`difopt_distributed.autograd`: distributed autograd (``context``, ``backward``,
   ``grad``, ``get_gradients``).
 - Faults: an exception on a worker is raised by the caller as :class:`WorkerError` (with the

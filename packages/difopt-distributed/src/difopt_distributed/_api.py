@@ -15,7 +15,7 @@ import torch
 import torch.distributed.rpc as rpc
 
 from difopt.pytree import NAMESPACE
-from difopt_distributed import _world
+from difopt_distributed import _pack, _world
 from difopt_distributed._errors import WorkerError, WorkerLostError
 
 __all__ = [
@@ -41,6 +41,7 @@ PartitionFunction = Callable[..., Sequence[Partition]]
 Partitioner = Union[int, str, PartitionFunction]
 
 UNSET_RPC_TIMEOUT: float = rpc.api.UNSET_RPC_TIMEOUT
+BACKWARD_MODES = ("distributed", "eager")
 
 # ----------------------------------------------------------------------------- partitioners
 
@@ -304,17 +305,128 @@ def _adopt_intra_op_threads() -> None:
     torch.get_num_threads()
 
 
-def _run_remote(target: Any, args: Args, kwargs: KwArgs) -> Any:
-    """Run on the worker: call the function, turn an exception into a :class:`_Failure`."""
+def _run_remote(target: Any, call: Any) -> Any:
+    """Run on the worker: unpack ``(args, kwargs)``, call the function, pack the result.
+
+    An exception (the function's, or one unpacking the call) goes back as a
+    :class:`_Failure`.
+    """
     _adopt_intra_op_threads()
-    func = target.resolve() if isinstance(target, _FunctionRef) else target
     try:
-        return func(*args, **kwargs)
+        func = target.resolve() if isinstance(target, _FunctionRef) else target
+        args, kwargs = _pack.unpack(call)
+        result = func(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001  (sent back to the caller, see _unwrap)
         return _Failure(exc)
+    return _pack.pack(result)
+
+
+def _check_loss(out: Any) -> torch.Tensor:
+    if (
+        not isinstance(out, torch.Tensor)
+        or out.numel() != 1
+        or not (out.is_floating_point() and not out.is_complex())
+    ):
+        got = (
+            f"a {out.dtype} tensor of shape {tuple(out.shape)}"
+            if isinstance(out, torch.Tensor)
+            else f"a {type(out).__name__}"
+        )
+        raise ValueError(
+            "with backward='eager' the function must return one real floating-point scalar "
+            f"tensor (a loss, one element), which the worker differentiates; it returned {got}"
+        )
+    return out
+
+
+def _run_remote_eager(target: Any, call: Any, wanted: list[int]) -> Any:
+    """Run on the worker for ``backward='eager'``: the result and its gradient at once.
+
+    ``wanted`` indexes the tensor leaves of ``(args, kwargs)`` to differentiate against (the
+    ones that required grad in the caller; they arrive as plain tensors). Returns ``(value,
+    grads)`` with ``grads`` None when the result does not depend on them differentiably.
+    """
+    _adopt_intra_op_threads()
+    try:
+        func = target.resolve() if isinstance(target, _FunctionRef) else target
+        args, kwargs = _pack.unpack(call)
+        leaves: list[Any] = optree.tree_leaves((args, kwargs), namespace=NAMESPACE)  # type: ignore[arg-type]
+        inputs = [leaves[i].requires_grad_() for i in wanted]
+        with torch.enable_grad():
+            out = _check_loss(func(*args, **kwargs))
+            grads = (
+                list(torch.autograd.grad(out, inputs, allow_unused=True))
+                if inputs and out.requires_grad
+                else None
+            )
+    except Exception as exc:  # noqa: BLE001  (sent back to the caller, see _unwrap)
+        return _Failure(exc)
+    return _pack.pack((out.detach(), grads))
 
 
 # ----------------------------------------------------------------------------- caller side
+
+
+class _EagerGrad(torch.autograd.Function):
+    """A worker's scalar result on the caller's graph: backward scales its gradients.
+
+    The gradients are constants on the caller's side, so the node is differentiable once:
+    a backward with ``create_graph=True`` through it raises instead of giving a wrong higher
+    derivative.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, value: torch.Tensor, grads: list[Any], *inputs: torch.Tensor) -> Any:
+        ctx.grads = grads
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        if torch.is_grad_enabled():  # create_graph=True
+            raise RuntimeError(
+                "a result of a backward='eager' remote call is differentiable once: its "
+                "gradient was computed on the worker and is a constant here, so create_graph="
+                "True through it would give wrong higher derivatives; use "
+                "backward='distributed' for those"
+            )
+        g = g.reshape(())
+        return (
+            None,
+            None,
+            *(None if gr is None else gr * g.to(gr.dtype) for gr in ctx.grads),
+        )
+
+
+def _eager_request(args: Args, kwargs: KwArgs) -> tuple[Any, list[int], list[torch.Tensor]]:
+    """What an eager call sends: its arguments without autograd, and which ones to
+    differentiate against (none when grad mode is off)."""
+    leaves: list[Any]
+    leaves, spec = optree.tree_flatten((args, kwargs), namespace=NAMESPACE)  # type: ignore[arg-type]
+    record = torch.is_grad_enabled()
+    wanted: list[int] = []
+    inputs: list[torch.Tensor] = []
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, torch.Tensor) and leaf.requires_grad:
+            if record:
+                if not (leaf.is_floating_point() or leaf.is_complex()):
+                    continue  # cannot happen for a tensor that requires grad; kept safe
+                wanted.append(i)
+                inputs.append(leaf)
+            leaves[i] = leaf.detach()
+    call = optree.tree_unflatten(spec, leaves)
+    return _pack.pack(call), wanted, inputs
+
+
+def _attach(inputs: list[torch.Tensor]) -> Callable[[Any], Any]:
+    def finish(result: Any) -> Any:
+        value, grads = result
+        if grads is None or not inputs:
+            return value
+        with torch.enable_grad():
+            return _EagerGrad.apply(value, grads, *inputs)
+
+    return finish
+
 
 _error_classes: dict[type, type] = {}
 
@@ -374,7 +486,7 @@ def _unwrap(fut: torch.futures.Future, rank: int, started: float, timeout: float
         ) from exc
     if isinstance(value, _Failure):
         _raise_failure(value, rank)
-    return value
+    return _pack.unpack(value)
 
 
 def _partitions(partitioner: Any, args: Args, kwargs: KwArgs, size: int) -> list[Partition]:
@@ -431,13 +543,27 @@ def remote_async_call(
     partitioner: Partitioner | None = None,
     reducer: Callable[[Iterable[T]], U] | None = None,
     timeout: float | None = UNSET_RPC_TIMEOUT,
+    backward: str = "distributed",
 ) -> torch.futures.Future:
     """Call ``func`` on remote workers without blocking; return a future of the result.
 
     The partitioner turns ``(args, kwargs)`` into ``[(rank, args_i, kwargs_i), ...]``; one
     RPC is sent per entry and the future resolves to the list of results in that order, or to
-    ``reducer(results)``. Inside ``difopt.distributed.autograd.context()``, gradients flow back
-    through the calls to tensors that require grad.
+    ``reducer(results)``.
+
+    Gradients reach the tensor arguments that require grad in one of two ways (``backward``):
+
+    * ``"distributed"`` (default, as in TorchOpt): each worker keeps the graph of its call,
+      and inside ``difopt.distributed.autograd.context()`` the caller's backward sends the
+      gradients through it (distributed autograd). Any result, any use of it, any order.
+    * ``"eager"``: ``func`` must return a loss (one real floating-point element). The worker
+      differentiates it against every tensor argument that requires grad as soon as it is
+      computed, frees its graph, and sends back the value and the gradients; the caller's
+      result is a node of its own local graph whose backward scales them. One round trip
+      per call instead of a forward and a backward one, no distributed autograd context
+      needed (one works too), and the worker's graph is not kept. First derivatives only:
+      ``create_graph=True`` through the result raises. Under ``torch.no_grad()`` no gradient
+      is computed.
 
     Args:
         func: a function importable on every worker (defined at module level).
@@ -447,15 +573,17 @@ def remote_async_call(
             returning ``[(rank, args, kwargs), ...]``; default :data:`batch_partitioner`.
         reducer: combines the list of results; None returns the list.
         timeout: seconds each RPC may take (0 waits forever); default the world's RPC timeout.
+        backward: ``"distributed"`` or ``"eager"``, see above.
 
     Returns:
         A :class:`torch.futures.Future`. Its ``wait()`` raises :class:`WorkerError` (also an
         instance of the original exception class when possible) when ``func`` raised on a
-        worker, and :class:`WorkerLostError` when a worker died or timed out.
+        worker (with ``backward="eager"``, also when it returned anything but a loss), and
+        :class:`WorkerLostError` when a worker died or timed out.
 
     Raises:
         RpcNotInitializedError: RPC is not running.
-        ValueError: a bad partitioner, partitioner output, or timeout.
+        ValueError: a bad partitioner, partitioner output, timeout or ``backward``.
     """
     _world._require_rpc("remote_async_call()")
     if not callable(func):
@@ -469,6 +597,10 @@ def remote_async_call(
     ):
         raise ValueError(
             f"timeout must be a number of seconds >= 0 (0: no limit) or None, got {timeout!r}"
+        )
+    if backward not in BACKWARD_MODES:
+        raise ValueError(
+            f"backward must be one of {', '.join(map(repr, BACKWARD_MODES))}, got {backward!r}"
         )
     args = () if args is None else tuple(args)
     kwargs = {} if kwargs is None else dict(kwargs)
@@ -488,15 +620,23 @@ def remote_async_call(
     me = _world.get_world_rank()
     order = sorted(range(len(parts)), key=lambda i: parts[i][0] == me)
     sent: dict[int, torch.futures.Future] = {}
+    finish: dict[int, Callable[[Any], Any] | None] = {}
     for i in order:
         rank, a, kw = parts[i]
-        sent[i] = rpc.rpc_async(rank, _run_remote, args=(target, a, kw), timeout=float(timeout))
-    futures = [(parts[i][0], sent[i]) for i in range(len(parts))]
+        if backward == "eager":
+            call, wanted, inputs = _eager_request(tuple(a or ()), dict(kw or {}))
+            request: tuple[Any, Args] = (_run_remote_eager, (target, call, wanted))
+            finish[i] = _attach(inputs)
+        else:
+            request = (_run_remote, (target, _pack.pack((a, kw))))
+            finish[i] = None
+        sent[i] = rpc.rpc_async(rank, request[0], args=request[1], timeout=float(timeout))
+    futures = [(parts[i][0], sent[i], finish[i]) for i in range(len(parts))]
     return _gather(futures, reducer, started, float(timeout))
 
 
 def _gather(
-    futures: list[tuple[int, torch.futures.Future]],
+    futures: list[tuple[int, torch.futures.Future, Callable[[Any], Any] | None]],
     reducer: Callable[[list[Any]], Any] | None,
     started: float,
     timeout: float,
@@ -511,9 +651,13 @@ def _gather(
     state = {"remaining": len(futures), "failed": False}
     lock = threading.Lock()
 
-    def on_done(i: int, rank: int, fut: torch.futures.Future) -> None:
+    def on_done(
+        i: int, rank: int, finish: Callable[[Any], Any] | None, fut: torch.futures.Future
+    ) -> None:
         try:
             value = _unwrap(fut, rank, started, timeout)
+            if finish is not None:
+                value = finish(value)
         except Exception as exc:  # noqa: BLE001  (handed to the caller through `out`)
             with lock:
                 if state["failed"]:
@@ -535,8 +679,8 @@ def _gather(
         else:
             out.set_result(final)
 
-    for i, (rank, fut) in enumerate(futures):
-        fut.add_done_callback(functools.partial(on_done, i, rank))
+    for i, (rank, fut, finish) in enumerate(futures):
+        fut.add_done_callback(functools.partial(on_done, i, rank, finish))
     return out
 
 
@@ -548,10 +692,12 @@ def remote_sync_call(
     partitioner: Partitioner | None = None,
     reducer: Callable[[Iterable[T]], U] | None = None,
     timeout: float | None = UNSET_RPC_TIMEOUT,
+    backward: str = "distributed",
 ) -> Any:
     """Call ``func`` on remote workers and wait for the result.
 
-    Same arguments as :func:`remote_async_call`.
+    Same arguments as :func:`remote_async_call` (``backward="eager"``: the workers return
+    their loss with its gradient, see there).
 
     Returns:
         The list of results, or ``reducer(results)``.
@@ -561,7 +707,13 @@ def remote_sync_call(
         WorkerLostError: a worker died, its connection broke, or it timed out.
     """
     return remote_async_call(
-        func, args=args, kwargs=kwargs, partitioner=partitioner, reducer=reducer, timeout=timeout
+        func,
+        args=args,
+        kwargs=kwargs,
+        partitioner=partitioner,
+        reducer=reducer,
+        timeout=timeout,
+        backward=backward,
     ).wait()
 
 
@@ -581,7 +733,12 @@ def _decorate(
     partitioner: Partitioner | None,
     reducer: Callable[..., Any] | None,
     timeout: float | None,
+    backward: str,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    if backward not in BACKWARD_MODES:
+        raise ValueError(
+            f"backward must be one of {', '.join(map(repr, BACKWARD_MODES))}, got {backward!r}"
+        )
     if partitioner is None:
         partitioner = batch_partitioner
         if reducer is None:
@@ -601,6 +758,7 @@ def _decorate(
                 partitioner=partitioner,
                 reducer=reducer,
                 timeout=timeout,
+                backward=backward,
             )
 
         wrapped._difopt_remote_target = func  # type: ignore[attr-defined]
@@ -614,6 +772,7 @@ def parallelize_async(
     partitioner: Partitioner | None = None,
     reducer: Callable[[Iterable[T]], U] | None = None,
     timeout: float | None = UNSET_RPC_TIMEOUT,
+    backward: str = "distributed",
 ) -> Callable[[Callable[..., T]], Callable[..., torch.futures.Future]]:
     """Return a decorator whose calls run on the workers and return a future.
 
@@ -622,17 +781,23 @@ def parallelize_async(
             which also makes the default reducer :func:`mean_reducer`.
         reducer: combines the list of results; None returns the list.
         timeout: seconds each RPC may take; default the world's RPC timeout.
+        backward: ``"distributed"`` or ``"eager"`` (the workers return their loss with its
+            gradient), see :func:`remote_async_call`.
 
     Returns:
         The decorator. The function must be defined at module level.
+
+    Raises:
+        ValueError: an unknown ``backward``.
     """
-    return _decorate(remote_async_call, partitioner, reducer, timeout)
+    return _decorate(remote_async_call, partitioner, reducer, timeout, backward)
 
 
 def parallelize(
     partitioner: Partitioner | None = None,
     reducer: Callable[[Iterable[T]], U] | None = None,
     timeout: float | None = UNSET_RPC_TIMEOUT,
+    backward: str = "distributed",
 ) -> Callable[[Callable[..., T]], Callable[..., Any]]:
     """Return a decorator whose calls run on the workers and wait for the result.
 
@@ -641,11 +806,16 @@ def parallelize(
             which also makes the default reducer :func:`mean_reducer`.
         reducer: combines the list of results; None returns the list.
         timeout: seconds each RPC may take; default the world's RPC timeout.
+        backward: ``"distributed"`` or ``"eager"`` (the workers return their loss with its
+            gradient), see :func:`remote_async_call`.
 
     Returns:
         The decorator. The function must be defined at module level.
+
+    Raises:
+        ValueError: an unknown ``backward``.
     """
-    return _decorate(remote_sync_call, partitioner, reducer, timeout)
+    return _decorate(remote_sync_call, partitioner, reducer, timeout, backward)
 
 
 parallelize_sync = parallelize
