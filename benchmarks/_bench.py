@@ -278,9 +278,9 @@ def print_targets(targets: list[dict]) -> None:
     print("Targets (ratio = median of per-repetition ratios):")
     for t in targets:
         if t["status"] == "SKIPPED":
-            print(f"  {t['name']} <= {t['limit']:.2f}: SKIPPED ({t['reason']})")
+            print(f"  {t['name']} <= {t['limit']:g}: SKIPPED ({t['reason']})")
         else:
-            print(f"  {t['name']} = {t['value']:.3f}  (target <= {t['limit']:.2f}): {t['status']}")
+            print(f"  {t['name']} = {t['value']:.3f}  (target <= {t['limit']:g}): {t['status']}")
 
 
 def write_json(name: str, payload: dict, out: Path | None) -> Path:

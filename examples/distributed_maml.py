@@ -11,9 +11,17 @@ Every process runs ``main``; rank 0 drives the meta-training and sends each work
 slice of the meta-batch (``difopt.distributed.remote_sync_call`` with a partitioner that
 splits the tasks and sends the meta-parameters whole). Each worker adapts its tasks with a
 differentiable inner loop (``difopt.sgd``, ``inplace=False``) and returns the sum of their
-query losses; distributed autograd carries the meta-gradient back to rank 0, where
-``difopt.Adam`` updates the meta-parameters. Then the same meta-iteration is timed on all
-workers and on rank 0 alone, interleaved, and the speed-up is printed.
+query losses. The meta-gradient reaches rank 0 in one of two ways (``--backward``):
+
+* ``eager`` (default): each worker differentiates its loss at once and sends the
+  meta-gradient back with it; the result is an ordinary tensor of rank 0's graph, and
+  ``loss.backward()`` fills ``.grad``. One round trip per worker and meta-iteration.
+* ``distributed`` (TorchOpt's way): the workers keep their graphs, and
+  ``difopt.distributed.autograd.backward`` inside a distributed autograd context sends the
+  gradient through them. Needed for anything but a first derivative of a scalar loss.
+
+``difopt.Adam`` then updates the meta-parameters. Finally the same meta-iteration is timed
+on all workers and on rank 0 alone, interleaved, and the speed-up is printed.
 """
 
 from __future__ import annotations
@@ -41,6 +49,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--timing-iters", type=int, default=5, help="timed iterations per setting")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads per process")
     p.add_argument("--seed", type=int, default=0, help="seed of the tasks and the initialization")
+    p.add_argument(
+        "--backward",
+        choices=["eager", "distributed"],
+        default="eager",
+        help="how the meta-gradient comes back from the workers (see the module docstring)",
+    )
     args = p.parse_args()
     for name in ("meta_iters", "tasks", "inner_steps", "hidden", "k_shot", "threads"):
         if getattr(args, name) < 1:
@@ -121,16 +135,25 @@ def meta_step(
     args: argparse.Namespace,
 ) -> float:
     """One meta-iteration's forward and backward; leaves the meta-gradient in ``.grad``."""
-    with todist.autograd.context() as ctx:
+
+    def query_loss() -> torch.Tensor:
         total = todist.remote_sync_call(
             task_loss_sum,
             args=(params, *batch),
             kwargs={"inner_lr": args.inner_lr, "inner_steps": args.inner_steps},
             partitioner=partitioner,
             reducer=todist.sum_reducer,
+            backward=args.backward,
         )
-        loss = total / args.tasks
-        todist.autograd.backward(ctx, loss)
+        return total / args.tasks
+
+    if args.backward == "eager":  # the gradients came back with the losses: a local graph
+        loss = query_loss()
+        loss.backward()
+    else:
+        with todist.autograd.context() as ctx:
+            loss = query_loss()
+            todist.autograd.backward(ctx, loss)
     return loss.item()
 
 
@@ -145,7 +168,7 @@ def train(args: argparse.Namespace) -> None:
     print(
         f"MAML on sines: {args.tasks} tasks per meta-batch over {world} worker(s), "
         f"{args.inner_steps} inner SGD steps, MLP 1-{args.hidden}-{args.hidden}-1, "
-        f"{args.threads} thread(s) per worker",
+        f"{args.threads} thread(s) per worker, backward={args.backward!r}",
         flush=True,
     )
     losses: list[float] = []
