@@ -212,3 +212,23 @@ def detached_loss(x: torch.Tensor) -> torch.Tensor:
 def parallel_eager_loss(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``sum_i |x_i @ w_i|^2`` over the rows (``w`` given per row), eager backward."""
     return (x.unsqueeze(1) @ w).pow(2).sum()
+
+
+CALLS_HERE: list[int] = []  # threads that ran `recorded_loss` in this process
+
+
+def recorded_loss(w: torch.Tensor, scratch: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale * sum(w ** 2)``, noting the thread it ran on; doubles ``scratch`` in place
+    (the caller's tensor must not see that)."""
+    import threading
+
+    CALLS_HERE.append(threading.get_ident())
+    scratch.mul_(2.0)
+    return scale * w.pow(2).sum()
+
+
+def fail_on(rank: int, w: torch.Tensor) -> torch.Tensor:
+    """Raise on worker ``rank``, return a loss elsewhere."""
+    if dd.get_world_rank() == rank:
+        raise KeyError(f"no task on rank {rank}")
+    return w.sum()

@@ -160,3 +160,45 @@ def test_backward_argument_is_checked_before_any_call() -> None:
         dd.remote_sync_call(tasks.weighted_rows, args=(torch.ones(2, 2), 1.0), backward="local")
     with pytest.raises(ValueError, match="backward must be one of"):
         dd.parallelize(backward="eagerly")
+
+
+def test_sync_eager_runs_this_process_share_in_the_calling_thread() -> None:
+    import threading
+
+    w = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    scratch = torch.ones(3)
+    tasks.CALLS_HERE.clear()
+    (loss,) = dd.remote_sync_call(
+        tasks.recorded_loss,
+        args=(w, scratch),
+        kwargs={"scale": 3.0},
+        partitioner=0,
+        backward="eager",
+    )
+    assert tasks.CALLS_HERE == [threading.get_ident()]  # no RPC to itself
+    assert torch.equal(scratch, torch.ones(3))  # it doubled a copy, as over RPC
+    (g,) = torch.autograd.grad(loss, [w])
+    torch.testing.assert_close(g, torch.tensor([6.0, 12.0], dtype=torch.float64))
+    # the async call sends every partition by RPC: an RPC thread of this process runs it
+    tasks.CALLS_HERE.clear()
+    fut = dd.remote_async_call(
+        tasks.recorded_loss, args=(w, scratch), partitioner=0, backward="eager"
+    )
+    (loss,) = fut.wait()
+    assert len(tasks.CALLS_HERE) == 1 and tasks.CALLS_HERE[0] != threading.get_ident()
+    assert torch.equal(scratch, torch.ones(3))
+    torch.testing.assert_close(loss.detach(), torch.tensor(5.0, dtype=torch.float64))
+
+
+def test_eager_errors_here_and_there_name_the_rank() -> None:
+    w = torch.ones(2, requires_grad=True)
+    parts = [(0, (w,), {}), (2, (w,), {})]
+    for failing in (0, 2):
+        with pytest.raises(dd.WorkerError, match=f"worker {failing} .*no task on rank") as e:
+            dd.remote_sync_call(
+                tasks.fail_on,
+                args=(failing, w),
+                partitioner=lambda rank, w: [(r, (rank, w), {}) for r, _, _ in parts],
+                backward="eager",
+            )
+        assert e.value.rank == failing and isinstance(e.value, KeyError)

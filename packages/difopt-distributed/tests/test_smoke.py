@@ -169,8 +169,8 @@ def test_calls_before_auto_init_rpc_fail_clearly() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "OK remote_async_call() needs the RPC world, which is not initialized in this process",
-        "OK remote_async_call() needs the RPC world, which is not initialized in this process",
+        "OK remote_sync_call() needs the RPC world, which is not initialized in this process",
+        "OK remote_sync_call() needs the RPC world, which is not initialized in this process",
         "OK barrier() needs the RPC world, which is not initialized in this process",
         "OK get_worker_id() needs the RPC world, which is not initialized in this process",
         "OK tree_as_rref() needs the RPC world, which is not initialized in this process",

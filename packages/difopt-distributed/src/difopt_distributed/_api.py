@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import pickle
 import threading
 import time
@@ -417,6 +418,25 @@ def _eager_request(args: Args, kwargs: KwArgs) -> tuple[Any, list[int], list[tor
     return _pack.pack(call), wanted, inputs
 
 
+def _yield_cpu() -> None:
+    sched_yield = getattr(os, "sched_yield", None)
+    if sched_yield is not None:
+        sched_yield()
+
+
+def _local_copy(call: Any) -> Any:
+    """An eager request as this process would receive it by RPC: no tensor shared with the
+    caller (packed buffers are fresh already; the other tensors are copied)."""
+
+    def copy(x: Any) -> Any:
+        return x.clone() if isinstance(x, torch.Tensor) else x
+
+    if isinstance(call, _pack.Packed):
+        tree = optree.tree_map(copy, call.tree, namespace=NAMESPACE)
+        return _pack.Packed(tree, call.buffers, call.shapes)
+    return optree.tree_map(copy, call, namespace=NAMESPACE)
+
+
 def _attach(inputs: list[torch.Tensor]) -> Callable[[Any], Any]:
     def finish(result: Any) -> Any:
         value, grads = result
@@ -585,7 +605,34 @@ def remote_async_call(
         RpcNotInitializedError: RPC is not running.
         ValueError: a bad partitioner, partitioner output, timeout or ``backward``.
     """
-    _world._require_rpc("remote_async_call()")
+    return _start(
+        func,
+        args=args,
+        kwargs=kwargs,
+        partitioner=partitioner,
+        reducer=reducer,
+        timeout=timeout,
+        backward=backward,
+        inline_self=False,
+        caller="remote_async_call()",
+    )
+
+
+def _start(
+    func: Callable[..., Any],
+    *,
+    args: Args | None,
+    kwargs: KwArgs | None,
+    partitioner: Partitioner | None,
+    reducer: Callable[..., Any] | None,
+    timeout: float | None,
+    backward: str,
+    inline_self: bool,
+    caller: str,
+) -> torch.futures.Future:
+    """Validate, partition and send the calls; ``inline_self`` runs the eager partitions
+    addressed to this process in the calling thread once the others are sent."""
+    _world._require_rpc(caller)
     if not callable(func):
         raise TypeError(f"func must be callable, got {type(func).__name__}")
     if reducer is not None and not callable(reducer):
@@ -621,16 +668,30 @@ def remote_async_call(
     order = sorted(range(len(parts)), key=lambda i: parts[i][0] == me)
     sent: dict[int, torch.futures.Future] = {}
     finish: dict[int, Callable[[Any], Any] | None] = {}
+    here: list[tuple[int, Any, list[int]]] = []
     for i in order:
         rank, a, kw = parts[i]
         if backward == "eager":
             call, wanted, inputs = _eager_request(tuple(a or ()), dict(kw or {}))
-            request: tuple[Any, Args] = (_run_remote_eager, (target, call, wanted))
             finish[i] = _attach(inputs)
+            if inline_self and rank == me:
+                here.append((i, call, wanted))
+                continue
+            request: tuple[Any, Args] = (_run_remote_eager, (target, call, wanted))
         else:
             request = (_run_remote, (target, _pack.pack((a, kw))))
             finish[i] = None
         sent[i] = rpc.rpc_async(rank, request[0], args=request[1], timeout=float(timeout))
+    if here:
+        if sent:
+            # The requests are queued for TensorPipe's loop thread; let it write them before
+            # this thread takes the core for its own share (with one core per process, the
+            # other workers would otherwise start only when the scheduler preempts us).
+            _yield_cpu()
+        for i, call, wanted in here:
+            done: torch.futures.Future = torch.futures.Future()
+            done.set_result(_run_remote_eager(target, _local_copy(call), wanted))
+            sent[i] = done
     futures = [(parts[i][0], sent[i], finish[i]) for i in range(len(parts))]
     return _gather(futures, reducer, started, float(timeout))
 
@@ -697,7 +758,11 @@ def remote_sync_call(
     """Call ``func`` on remote workers and wait for the result.
 
     Same arguments as :func:`remote_async_call` (``backward="eager"``: the workers return
-    their loss with its gradient, see there).
+    their loss with its gradient, see there). With ``backward="eager"``, the partitions
+    addressed to this process run in the calling thread, after the requests to the other
+    workers are sent, instead of through an RPC to itself: the same result and gradients,
+    without that RPC's cost. (:func:`remote_async_call` sends every partition by RPC, so that
+    it returns at once.)
 
     Returns:
         The list of results, or ``reducer(results)``.
@@ -706,7 +771,7 @@ def remote_sync_call(
         WorkerError: ``func`` raised on a worker (the message has its rank and traceback).
         WorkerLostError: a worker died, its connection broke, or it timed out.
     """
-    return remote_async_call(
+    return _start(
         func,
         args=args,
         kwargs=kwargs,
@@ -714,6 +779,8 @@ def remote_sync_call(
         reducer=reducer,
         timeout=timeout,
         backward=backward,
+        inline_self=backward == "eager",
+        caller="remote_sync_call()",
     ).wait()
 
 
