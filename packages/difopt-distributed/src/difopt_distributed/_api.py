@@ -16,7 +16,7 @@ import torch
 import torch.distributed.rpc as rpc
 
 from difopt.pytree import NAMESPACE
-from difopt_distributed import _pack, _world
+from difopt_distributed import _executor, _pack, _world
 from difopt_distributed._errors import WorkerError, WorkerLostError
 
 __all__ = [
@@ -365,6 +365,18 @@ def _run_remote_eager(target: Any, call: Any, wanted: list[int]) -> Any:
     return _pack.pack((out.detach(), grads))
 
 
+# Eager calls run on a pool of this process's own, LIFO: sequential calls stay on one thread
+# whose memory stays in use (see _executor). They need no distributed autograd context,
+# which is what ties the calls of backward="distributed" to the RPC agent's threads.
+_eager_pool = _executor.LifoPool("difopt-eager")
+
+
+@rpc.functions.async_execution
+def _run_remote_eager_async(target: Any, call: Any, wanted: list[int]) -> torch.futures.Future:
+    """:func:`_run_remote_eager` on this worker's LIFO pool (the RPC thread returns at once)."""
+    return _eager_pool.submit(functools.partial(_run_remote_eager, target, call, wanted))
+
+
 # ----------------------------------------------------------------------------- caller side
 
 
@@ -677,7 +689,7 @@ def _start(
             if inline_self and rank == me:
                 here.append((i, call, wanted))
                 continue
-            request: tuple[Any, Args] = (_run_remote_eager, (target, call, wanted))
+            request: tuple[Any, Args] = (_run_remote_eager_async, (target, call, wanted))
         else:
             request = (_run_remote, (target, _pack.pack((a, kw))))
             finish[i] = None
