@@ -4,7 +4,8 @@ Usage: ``python fault_driver.py SCENARIO`` with the torchrun-style environment o
 :func:`helpers.world_env`. Scenarios:
 
 ``worker-faults``
-    worker 1 raises, then worker 2 exits in the middle of a call; rank 0 records both
+    worker 1 raises, then worker 2 exits in the middle of a call, then worker 1 raises and
+    stalls past the call's timeout in ``backward="eager"`` calls; rank 0 records the
     errors, checks that worker 1 still answers, and ends normally.
 ``driver-dies``
     rank 0 exits abruptly while the workers wait for it.
@@ -50,6 +51,21 @@ def main(scenario: str) -> dict:
         dd.remote_sync_call(tasks.exit_process, args=(0.5,), partitioner=2)
     except Exception as exc:  # noqa: BLE001
         report["exits"] = _describe(exc, started)
+    # backward="eager" runs on the workers' own threads: the same errors
+    started = time.monotonic()
+    try:
+        dd.remote_sync_call(
+            tasks.fail, args=("eager, on purpose",), partitioner=1, backward="eager"
+        )
+    except Exception as exc:  # noqa: BLE001
+        report["raises_eager"] = _describe(exc, started)
+    started = time.monotonic()
+    try:
+        dd.remote_sync_call(
+            tasks.sleep_then, args=(3.0, 0), partitioner=1, backward="eager", timeout=1.0
+        )
+    except Exception as exc:  # noqa: BLE001
+        report["stalls_eager"] = _describe(exc, started)
     report["survivor_answers"] = dd.remote_sync_call(tasks.sleep_then, args=(0, 11), partitioner=1)
     return report
 

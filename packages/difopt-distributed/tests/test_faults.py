@@ -62,6 +62,19 @@ def test_a_worker_that_exits_mid_call_fails_the_call_fast(worker_faults) -> None
     assert report["survivor_answers"] == [11]
 
 
+def test_eager_calls_fail_the_same_ways(worker_faults) -> None:
+    results, _, _ = worker_faults
+    report = _report(results)
+    raised = report["raises_eager"]
+    assert raised["type"] == "WorkerError[ValueError]" and raised["rank"] == 1
+    assert "worker 1 (worker1) raised builtins.ValueError: eager, on purpose" in raised["message"]
+    stalled = report["stalls_eager"]
+    assert stalled["type"] == "WorkerLostError" and stalled["rank"] == 1
+    assert stalled["timed_out"] is True
+    assert "did not answer within the timeout of 1 s" in stalled["message"]
+    assert 0.9 < stalled["elapsed_s"] < 3.0  # the call's timeout, not the function's sleep
+
+
 def test_every_process_of_the_faulty_world_exits_without_being_killed(worker_faults) -> None:
     results, pids, elapsed = worker_faults
     (rc0, out0, killed0), (rc1, out1, killed1), (rc2, _, killed2) = results
