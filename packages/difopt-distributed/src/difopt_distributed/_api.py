@@ -322,6 +322,13 @@ def _run_remote(target: Any, call: Any) -> Any:
     return _pack.pack(result)
 
 
+def _check_backward(backward: Any) -> None:
+    if backward not in BACKWARD_MODES:
+        raise ValueError(
+            f"backward must be one of {', '.join(map(repr, BACKWARD_MODES))}, got {backward!r}"
+        )
+
+
 def _check_loss(out: Any) -> torch.Tensor:
     if (
         not isinstance(out, torch.Tensor)
@@ -421,8 +428,6 @@ def _eager_request(args: Args, kwargs: KwArgs) -> tuple[Any, list[int], list[tor
     for i, leaf in enumerate(leaves):
         if isinstance(leaf, torch.Tensor) and leaf.requires_grad:
             if record:
-                if not (leaf.is_floating_point() or leaf.is_complex()):
-                    continue  # cannot happen for a tensor that requires grad; kept safe
                 wanted.append(i)
                 inputs.append(leaf)
             leaves[i] = leaf.detach()
@@ -657,10 +662,7 @@ def _start(
         raise ValueError(
             f"timeout must be a number of seconds >= 0 (0: no limit) or None, got {timeout!r}"
         )
-    if backward not in BACKWARD_MODES:
-        raise ValueError(
-            f"backward must be one of {', '.join(map(repr, BACKWARD_MODES))}, got {backward!r}"
-        )
+    _check_backward(backward)
     args = () if args is None else tuple(args)
     kwargs = {} if kwargs is None else dict(kwargs)
     parts = _partitions(
@@ -814,10 +816,7 @@ def _decorate(
     timeout: float | None,
     backward: str,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    if backward not in BACKWARD_MODES:
-        raise ValueError(
-            f"backward must be one of {', '.join(map(repr, BACKWARD_MODES))}, got {backward!r}"
-        )
+    _check_backward(backward)
     if partitioner is None:
         partitioner = batch_partitioner
         if reducer is None:
