@@ -306,6 +306,13 @@ def _adopt_intra_op_threads() -> None:
     torch.get_num_threads()
 
 
+def _open_call(target: Any, call: Any) -> tuple[Callable[..., Any], Args, KwArgs]:
+    """The function and the ``(args, kwargs)`` of a request, as the worker runs them."""
+    func = target.resolve() if isinstance(target, _FunctionRef) else target
+    args, kwargs = _pack.unpack(call)
+    return func, args, kwargs
+
+
 def _run_remote(target: Any, call: Any) -> Any:
     """Run on the worker: unpack ``(args, kwargs)``, call the function, pack the result.
 
@@ -314,8 +321,7 @@ def _run_remote(target: Any, call: Any) -> Any:
     """
     _adopt_intra_op_threads()
     try:
-        func = target.resolve() if isinstance(target, _FunctionRef) else target
-        args, kwargs = _pack.unpack(call)
+        func, args, kwargs = _open_call(target, call)
         result = func(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001  (sent back to the caller, see _unwrap)
         return _Failure(exc)
@@ -356,8 +362,7 @@ def _run_remote_eager(target: Any, call: Any, wanted: list[int]) -> Any:
     """
     _adopt_intra_op_threads()
     try:
-        func = target.resolve() if isinstance(target, _FunctionRef) else target
-        args, kwargs = _pack.unpack(call)
+        func, args, kwargs = _open_call(target, call)
         leaves: list[Any] = optree.tree_leaves((args, kwargs), namespace=NAMESPACE)  # type: ignore[arg-type]
         inputs = [leaves[i].requires_grad_() for i in wanted]
         with torch.enable_grad():
@@ -418,8 +423,8 @@ class _EagerGrad(torch.autograd.Function):
 
 
 def _eager_request(args: Args, kwargs: KwArgs) -> tuple[Any, list[int], list[torch.Tensor]]:
-    """What an eager call sends: its arguments without autograd, and which ones to
-    differentiate against (none when grad mode is off)."""
+    """What an eager call sends, before packing: its arguments without autograd, and which
+    ones to differentiate against (none when grad mode is off)."""
     leaves: list[Any]
     leaves, spec = optree.tree_flatten((args, kwargs), namespace=NAMESPACE)  # type: ignore[arg-type]
     record = torch.is_grad_enabled()
@@ -431,8 +436,7 @@ def _eager_request(args: Args, kwargs: KwArgs) -> tuple[Any, list[int], list[tor
                 wanted.append(i)
                 inputs.append(leaf)
             leaves[i] = leaf.detach()
-    call = optree.tree_unflatten(spec, leaves)
-    return _pack.pack(call), wanted, inputs
+    return optree.tree_unflatten(spec, leaves), wanted, inputs
 
 
 def _yield_cpu() -> None:
@@ -442,16 +446,11 @@ def _yield_cpu() -> None:
 
 
 def _local_copy(call: Any) -> Any:
-    """An eager request as this process would receive it by RPC: no tensor shared with the
-    caller (packed buffers are fresh already; the other tensors are copied)."""
-
-    def copy(x: Any) -> Any:
-        return x.clone() if isinstance(x, torch.Tensor) else x
-
-    if isinstance(call, _pack.Packed):
-        tree = optree.tree_map(copy, call.tree, namespace=NAMESPACE)
-        return _pack.Packed(tree, call.buffers, call.shapes)
-    return optree.tree_map(copy, call, namespace=NAMESPACE)
+    """An eager request as this process would receive it by RPC: every tensor a copy, none
+    shared with the caller (and nothing packed: it does not travel)."""
+    return optree.tree_map(
+        lambda x: x.clone() if isinstance(x, torch.Tensor) else x, call, namespace=NAMESPACE
+    )
 
 
 def _attach(inputs: list[torch.Tensor]) -> Callable[[Any], Any]:
@@ -691,7 +690,10 @@ def _start(
             if inline_self and rank == me:
                 here.append((i, call, wanted))
                 continue
-            request: tuple[Any, Args] = (_run_remote_eager_async, (target, call, wanted))
+            request: tuple[Any, Args] = (
+                _run_remote_eager_async,
+                (target, _pack.pack(call), wanted),
+            )
         else:
             request = (_run_remote, (target, _pack.pack((a, kw))))
             finish[i] = None

@@ -138,14 +138,18 @@ def pack(tree: Any, limit: int | None = None) -> Any:
     return Packed(optree.tree_unflatten(spec, leaves), buffers, shapes)
 
 
+def _pieces(flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> tuple[torch.Tensor, ...]:
+    """Fresh copies of the consecutive pieces of ``flat``, one per shape."""
+    sizes = [math.prod(s) for s in shapes]
+    return tuple(part.view(shape).clone() for part, shape in zip(flat.split(sizes), shapes))
+
+
 class _Unpack(torch.autograd.Function):
     """Cut a flat buffer into fresh tensors of the given shapes; backward concatenates."""
 
     @staticmethod
     def forward(ctx: Any, flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> Any:
-        sizes = [math.prod(s) for s in shapes]
-        ctx.sizes = sizes
-        return tuple(part.view(shape).clone() for part, shape in zip(flat.split(sizes), shapes))
+        return _pieces(flat, shapes)
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> Any:
@@ -156,11 +160,7 @@ def _cut(flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> tuple[torch.Tenso
     if flat.grad_fn is not None:  # on the graph (received inside a distributed autograd context)
         with torch.enable_grad():
             return _Unpack.apply(flat, shapes)
-    sizes = [math.prod(s) for s in shapes]
-    return tuple(
-        part.view(shape).clone().requires_grad_(flat.requires_grad)
-        for part, shape in zip(flat.detach().split(sizes), shapes)
-    )
+    return tuple(p.requires_grad_(flat.requires_grad) for p in _pieces(flat.detach(), shapes))
 
 
 def unpack(value: Any) -> Any:
