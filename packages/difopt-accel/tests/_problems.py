@@ -121,7 +121,7 @@ def classic_steps(
     """Runs the classic optimizer of ``alias`` fused (``use_accelerated_op=True``) and pure
     on the same gradients; yields ``(fused, pure)``, each ``(params, state_groups)``, after
     every one of the STEPS steps."""
-    classic = difopt.optim._forms.classic_class(alias)
+    classic = difopt.optim.classic_class(alias)
     pure_p = [torch.nn.Parameter(x) for x in initial_params(device, torch.float32)]
     fused_p = [torch.nn.Parameter(x.detach().clone()) for x in pure_p]
     pure = classic(pure_p, lr=lr, **kwargs)

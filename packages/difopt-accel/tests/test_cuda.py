@@ -154,7 +154,7 @@ def test_cuda_rms_trace_transformations_match_pure(option: str, inplace: bool) -
     s_fused, s_pure = fused.init(params), pure.init(params)
     with torch.no_grad() if inplace else torch.enable_grad():
         for grads in grads_sequence("cuda", torch.float32):
-            out = fused._difopt_apply(
+            out = fused.properties.apply_scaled(
                 [g.clone() for g in grads], s_fused, params=p_fused, factor=-1e-2, inplace=inplace
             )
             assert out is not None

@@ -68,10 +68,12 @@ def test_apply_scaled_matches_pure(eps_root: float, inplace: bool) -> None:
     p_pure = [x.clone() for x in p_fused]
     s_fused, s_pure = fused.init(p_fused), pure.init(p_pure)
     for grads in grads_sequence(DEVICE, torch.float32):
-        out = fused._difopt_apply(grads, s_fused, params=p_fused, factor=-1e-2, inplace=inplace)
+        out = fused.properties.apply_scaled(
+            grads, s_fused, params=p_fused, factor=-1e-2, inplace=inplace
+        )
         assert out is not None
         p_fused, s_fused = out
-        p_pure, s_pure = pure._difopt_apply(
+        p_pure, s_pure = pure.properties.apply_scaled(
             grads, s_pure, params=p_pure, factor=-1e-2, inplace=inplace
         )
         assert_trees_close(p_fused, p_pure)
@@ -139,7 +141,10 @@ def test_unsupported_dtype_warns_once_and_falls_back() -> None:
         u, _ = t.update(params, t.init(params), inplace=False)
     u_ref, _ = pure.update(params, pure.init(params), inplace=False)
     assert_trees_close(u, u_ref)
-    assert t._difopt_apply(params, t.init(params), params=params, factor=-1.0, inplace=True) is None
+    assert (
+        t.properties.apply_scaled(params, t.init(params), params=params, factor=-1.0, inplace=True)
+        is None
+    )
 
 
 # ----------------------------------------------------------------------------- RMSProp, SGD
@@ -175,7 +180,7 @@ def test_transformation_apply_scaled_matches_pure(option: str, inplace: bool) ->
     s_fused, s_pure = fused.init(p_fused), pure.init(p_pure)
     with _mode(inplace):
         for grads in grads_sequence(DEVICE, torch.float32):
-            out = fused._difopt_apply(
+            out = fused.properties.apply_scaled(
                 [g.clone() for g in grads], s_fused, params=p_fused, factor=-1e-2, inplace=inplace
             )
             assert out is not None
@@ -236,7 +241,7 @@ def test_sgd_rmsprop_meta_optimizer_matches_pure(option: str) -> None:
     # float64: float32 meta-gradients through centered RMSProp are ill-conditioned (the
     # variance nu - mu^2 cancels), for the pure path as much as for the fused one.
     alias, kwargs = SGD_RMSPROP_OPTIONS[option]
-    meta = difopt.optim._forms.meta_class(alias)
+    meta = difopt.optim.meta_class(alias)
     base = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     base = base.double()
     x, xq = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
@@ -276,7 +281,7 @@ def test_classic_step_folds_the_learning_rate_into_the_last_op(
         monkeypatch.setattr(difopt_accel._ops, name, spy)
     alias, kwargs = SGD_RMSPROP_OPTIONS[option]
     ps = [torch.nn.Parameter(x) for x in initial_params(DEVICE, torch.float32)]
-    opt = difopt.optim._forms.classic_class(alias)(ps, lr=1e-2, use_accelerated_op=True, **kwargs)
+    opt = difopt.optim.classic_class(alias)(ps, lr=1e-2, use_accelerated_op=True, **kwargs)
     for p in ps:
         p.grad = torch.ones_like(p)
     opt.step()
@@ -292,7 +297,9 @@ def test_rms_trace_unsupported_dtype_warns_once_and_falls_back(option: str) -> N
     u_ref, _ = pure.update(params, pure.init(params), inplace=False)
     assert_trees_close(u, u_ref)
     assert (
-        fused._difopt_apply(params, fused.init(params), params=params, factor=-1.0, inplace=True)
+        fused.properties.apply_scaled(
+            params, fused.init(params), params=params, factor=-1.0, inplace=True
+        )
         is None
     )
 

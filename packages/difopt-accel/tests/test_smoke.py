@@ -57,7 +57,7 @@ def test_provider_contract(op: str) -> None:
     for method, args in PROVIDED[op]:
         t = getattr(provider, method)(*args)
         assert isinstance(t, difopt.base.GradientTransformation)
-        assert t._difopt_apply is not None  # offers apply_scaled
+        assert t.properties.apply_scaled is not None  # offers apply_scaled
         assert t == getattr(difopt_accel, method)(*args)
 
 

@@ -229,6 +229,20 @@ PLUGIN_SURFACE = [
         "difopt-zeroorder",
     ),
     (
+        "difopt.diff.unroll",
+        ["unroll", "unroll_module", "Binomial"],
+        "difopt.diff",
+        "unroll",
+        "difopt-unroll",
+    ),
+    (
+        "difopt.diff.implicit",
+        ["fixed_point", "root", "DEQ"],
+        "difopt.diff",
+        "implicit",
+        "difopt-implicit",
+    ),
+    (
         "difopt.linear_solve",
         ["solve_cg", "solve_normal_cg", "solve_inv"],
         "difopt.diff",
@@ -385,19 +399,7 @@ def test_import_difopt_as_torchopt_runs_torchopt_style_code():
 
 def test_three_forms_share_signature_and_docs():
     """The classic and meta classes are generated from the alias: same parameters and docs."""
-    for fn in (
-        difopt.sgd,
-        difopt.adam,
-        difopt.adamw,
-        difopt.adamax,
-        difopt.radam,
-        difopt.adadelta,
-        difopt.adagrad,
-        difopt.rmsprop,
-        difopt.nadam,
-        difopt.lion,
-        difopt.adan,
-    ):
+    for fn in difopt.alias.OPTIMIZERS:
         classic = getattr(difopt, fn.__difopt_forms__["classic_name"])
         meta = getattr(difopt, fn.__difopt_forms__["meta_name"])
         alias_params = list(inspect.signature(fn).parameters)
@@ -410,6 +412,31 @@ def test_three_forms_share_signature_and_docs():
         assert classic.alias is fn and meta.alias is fn
     assert inspect.signature(difopt.Adadelta).parameters["lr"].default == 1.0
     assert inspect.signature(difopt.MetaAdam).parameters["moment_requires_grad"].default is True
+
+
+def test_the_table_of_optimizers_is_the_installed_entry_points():
+    """difopt.alias.OPTIMIZERS (which the namespaces are generated from) and difopt-core's
+    difopt.optimizers entry points name the same functions."""
+    import importlib.metadata
+
+    eps = importlib.metadata.distribution("difopt-core").entry_points
+    declared = {ep.name: ep.load() for ep in eps if ep.group == "difopt.optimizers"}
+    assert declared == {fn.__name__: fn for fn in difopt.alias.OPTIMIZERS}
+
+
+def test_every_optimizer_of_the_table_has_its_three_forms_everywhere():
+    for fn in difopt.alias.OPTIMIZERS:
+        forms = fn.__difopt_forms__
+        classic, meta = difopt.optim.classic_class(fn), difopt.optim.meta_class(fn)
+        assert getattr(difopt, fn.__name__) is fn and fn.__name__ in difopt.__all__
+        for name in (forms["classic_name"], *forms["spellings"]):
+            assert getattr(difopt, name) is classic and getattr(difopt.optim, name) is classic
+            assert name in difopt.__all__ and name in difopt.optim.__all__
+            meta_name = "Meta" + name
+            assert getattr(difopt, meta_name) is meta
+            assert getattr(difopt.optim.meta, meta_name) is meta
+            assert meta_name in difopt.__all__ and meta_name in difopt.optim.meta.__all__
+        assert meta.__name__ == forms["meta_name"]
 
 
 def test_torchopt_module_paths_import_without_loading_plugins():

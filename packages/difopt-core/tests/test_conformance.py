@@ -23,7 +23,7 @@ import torch
 
 import difopt
 from difopt import registry
-from difopt.optim._forms import classic_class, meta_class
+from difopt.optim import classic_class, meta_class
 from difopt.pytree import NAMESPACE
 
 GROUP = "difopt.optimizers"
@@ -286,6 +286,24 @@ def test_a_parameter_without_gradient_is_left_alone(name, hidden):
         after = [part[position] for part in per_parameter_parts(new_state, structure)]
         for old, new in zip(before, after):
             assert (old is None and new is None) or torch.equal(old, new)
+
+
+@each_optimizer
+def test_a_declared_learning_rate_is_the_only_use_of_lr(name):
+    """An alias whose last part declares ``learning_rate=lr`` promises that ``lr`` is used
+    nowhere else: a classic optimizer then applies a scheduler's lr edit by changing that one
+    factor. Checked here by building the alias with two learning rates."""
+    kw = kwargs_of(name)
+    lr = kw.get("lr", inspect.signature(alias_of(name)).parameters["lr"].default)
+    impl = alias_of(name)(**kw)
+    parts = impl.transformations
+    if parts[-1].properties.learning_rate is None:
+        pytest.skip(f"{name} does not declare its last part as the step of lr")
+    assert parts[-1].properties.learning_rate == lr
+    assert parts[-1].properties.scale == -lr
+    other = alias_of(name)(**{**kw, "lr": 2.0 * lr + 1.0})
+    assert other.transformations[:-1] == parts[:-1]
+    assert other.transformations[-1].properties.scale == -(2.0 * lr + 1.0)
 
 
 def clone_or_none(x):

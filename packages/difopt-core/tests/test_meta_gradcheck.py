@@ -208,7 +208,7 @@ def test_meta_adam_on_an_mlp_whose_third_tensor_is_short():
 
 
 def test_foreach_addcdiv_backward_is_right_where_difopt_uses_it():
-    from difopt.transform._adaptive import _foreach_addcdiv_backward_ok
+    from difopt.transform._kernels import foreach_addcdiv_backward_ok
 
     gen = torch.Generator().manual_seed(0)
     shapes = [(5, 4), (6, 3), (7,), (40, 2)]
@@ -220,7 +220,7 @@ def test_foreach_addcdiv_backward_is_right_where_difopt_uses_it():
         ]
 
     ps, num, den = make(), make(), make(1.0)
-    assert _foreach_addcdiv_backward_ok(ps)
+    assert foreach_addcdiv_backward_ok(ps)
     weights = [torch.randn(s, dtype=torch.float64, generator=gen) for s in shapes]
     fused = torch._foreach_addcdiv(ps, num, den, value=0.3)
     plain = [torch.addcdiv(p, n, d, value=0.3) for p, n, d in zip(ps, num, den)]
@@ -230,8 +230,8 @@ def test_foreach_addcdiv_backward_is_right_where_difopt_uses_it():
     ]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert not _foreach_addcdiv_backward_ok([torch.zeros(2), torch.zeros(2), torch.zeros(2)])
-    assert not _foreach_addcdiv_backward_ok([torch.zeros(())])
+    assert not foreach_addcdiv_backward_ok([torch.zeros(2), torch.zeros(2), torch.zeros(2)])
+    assert not foreach_addcdiv_backward_ok([torch.zeros(())])
 
 
 @pytest.mark.parametrize(
@@ -271,7 +271,7 @@ def test_fused_ratio_of_root_backward_against_the_composite(c, with_params):
     differentiable steps of Adam and RMSprop): float64 gradcheck and gradgradcheck, and
     equality with autograd through the plain expression; where x is 0 (c = 0) the
     derivative in x is 0."""
-    from difopt.transform._adaptive import _add_ratio_of_root, _RatioOfRoot
+    from difopt.transform._kernels import _RatioOfRoot, add_ratio_of_root
 
     gen = torch.Generator().manual_seed(0)
     shapes = [(3, 4), (4,), ()]
@@ -289,7 +289,7 @@ def test_fused_ratio_of_root_backward_against_the_composite(c, with_params):
 
     def fused(*t):
         if with_params:
-            return tuple(_add_ratio_of_root(t[:n], t[n : 2 * n], t[2 * n :], c, eps, value, False))
+            return tuple(add_ratio_of_root(t[:n], t[n : 2 * n], t[2 * n :], c, eps, value, False))
         return _RatioOfRoot.apply(value, eps, b, c, n, 0, *t)
 
     def plain(*t):
@@ -312,3 +312,28 @@ def test_fused_ratio_of_root_backward_against_the_composite(c, with_params):
         args = (*ps, *num, *zero) if with_params else (*num, *zero)
         grads = torch.autograd.grad(fused(*args), zero, weights)
         assert grads[0][0, 0] == 0.0 and torch.isfinite(grads[0]).all()
+
+
+def test_hyper_gradient_of_a_tensor_lr_over_several_parameters():
+    """d/d lr of sum(p - lr g) over three parameters is -sum(g) (closed form); torch 2.13's
+    foreach multiply by a scalar tensor fails in this backward, so difopt must not use it."""
+    lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    params = [torch.randn(n, dtype=torch.float64, requires_grad=True) for n in (3, 2, 4)]
+    grads = [torch.full_like(p, float(i + 1)) for i, p in enumerate(params)]
+    tx = difopt.sgd(lr)
+    updates, _ = tx.update(grads, tx.init(params), params=params, inplace=False)
+    new = difopt.apply_updates(params, updates, inplace=False)
+    (d_lr,) = torch.autograd.grad(sum(p.sum() for p in new), lr)
+    assert torch.allclose(d_lr, -sum(g.sum() for g in grads))
+
+    def outer(lr_value):
+        tx = difopt.sgd(lr_value, momentum=0.9)
+        state = tx.init(params)
+        ps = [p.detach() for p in params]
+        for _ in range(2):
+            g = [2.0 * p for p in ps]
+            u, state = tx.update(g, state, params=ps, inplace=False)
+            ps = difopt.apply_updates(ps, u, inplace=False)
+        return sum((p**2).sum() for p in ps)
+
+    assert torch.autograd.gradcheck(outer, (lr,))

@@ -123,3 +123,24 @@ def test_func_optimizer_state_dict():
     fo2 = difopt.FuncOptimizer(difopt.adam(0.1))
     fo2.load_state_dict(state)
     torch.testing.assert_close(fo2.step((w1**2).sum(), w1), fo.step((w1**2).sum(), w1))
+
+
+def test_state_dicts_saved_by_0_1_0_load_and_step_as_then() -> None:
+    """State dicts saved by difopt-core 0.1.0 before the contract redesign (written by
+    tests/data/make_saved_states.py at commit 02d6743) load into today's classes, and the
+    next step gives exactly the parameters 0.1.0 computed."""
+    import pathlib
+
+    from data.make_saved_states import CASES, problem, step
+
+    path = pathlib.Path(__file__).parent / "data" / "saved_states_0.1.0.pt"
+    saved = torch.load(path, weights_only=True)
+    assert set(saved) == set(CASES)
+    for name, (cls, kw) in CASES.items():
+        net, x, y = problem()
+        net.load_state_dict(saved[name]["before"])
+        opt = cls(net.parameters(), **kw)
+        opt.load_state_dict(saved[name]["state_dict"])
+        step(net, opt, x, y, skip_bias=False)
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, saved[name]["after"][key]), (name, key)

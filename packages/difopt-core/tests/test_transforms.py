@@ -200,7 +200,7 @@ def test_pytree_arithmetic():
 def test_fused_apply_equals_update_then_add(dtype, eps_root):
     """The optimizers' fused path (apply_scaled) computes what update() defines."""
     impl = transform.scale_by_adam(0.8, 0.95, 1e-6, eps_root=eps_root)
-    assert impl._difopt_apply is not None
+    assert impl.properties.apply_scaled is not None
     torch.manual_seed(0)
     p1 = [torch.randn(5, 3, dtype=dtype), torch.randn(7, dtype=dtype)]
     p2 = [p.clone() for p in p1]
@@ -208,8 +208,8 @@ def test_fused_apply_equals_update_then_add(dtype, eps_root):
     s1, s2, s3 = impl.init(p1), impl.init(p2), impl.init(p3)
     for _ in range(10):
         g = [torch.randn_like(p) for p in p1]
-        _, s1 = impl._difopt_apply(g, s1, params=p1, factor=-0.01, inplace=True)
-        p3, s3 = impl._difopt_apply(g, s3, params=p3, factor=-0.01, inplace=False)
+        _, s1 = impl.properties.apply_scaled(g, s1, params=p1, factor=-0.01, inplace=True)
+        p3, s3 = impl.properties.apply_scaled(g, s3, params=p3, factor=-0.01, inplace=False)
         u, s2 = impl.update(g, s2, params=p2, inplace=True)
         for p, d in zip(p2, u):
             p.add_(d, alpha=-0.01)
@@ -233,7 +233,7 @@ def test_fused_apply_gives_way_when_step_counters_differ():
     assert [int(c) for c in state.count] == [1, 0]
     before = [x.clone() for x in state.mu]
     assert (
-        impl._difopt_apply(
+        impl.properties.apply_scaled(
             [torch.ones(3), torch.ones(2)], state, params=p, factor=-1.0, inplace=True
         )
         is None
@@ -266,7 +266,7 @@ def test_fused_apply_is_differentiable():
         state = impl.init(params)
         for _ in range(2):
             grads = [g * params[0], params[1] ** 2]
-            params, state = impl._difopt_apply(
+            params, state = impl.properties.apply_scaled(
                 grads, state, params=params, factor=-0.1, inplace=False
             )
         return params[0].sum() + params[1].sum()

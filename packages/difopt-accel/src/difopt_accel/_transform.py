@@ -11,7 +11,7 @@ and computes the same values:
 
 Their ``update`` is one fused kernel call for the whole list of tensors: in place (the state
 is written) with ``inplace=True`` and no autograd graph to keep, otherwise the functional,
-differentiable op. Their ``apply_scaled`` (see :class:`difopt.base.FusedApplyTransformation`)
+differentiable op. Their fused apply (``apply_scaled``, see :class:`difopt.base.Properties`)
 also folds the learning-rate step into the parameters, so a classic optimizer step is a single
 kernel call. Where an op cannot run (unsupported device or dtype, non-contiguous state, inside
 ``torch.func`` transforms) the transformation warns once and runs the pure one instead.
@@ -23,13 +23,11 @@ from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any, Callable, NamedTuple, Sequence
 
-import optree
 import torch
 
-from difopt import registry
 from difopt import transform as pure_transforms
-from difopt.base import FusedApplyTransformation, GradientTransformation, transformation
-from difopt.pytree import NAMESPACE
+from difopt.base import GradientTransformation
+from difopt.plugin import fast_path, flatten, leaves, on_graph, same_step, transformation, unflatten
 from difopt.transform import ScaleByAdamState, ScaleByRmsState, ScaleByRStdDevState, TraceState
 from difopt_accel import _ops
 
@@ -146,45 +144,6 @@ def _rejection(grads: Sequence[Any], others: list[Sequence[Any]]) -> str | None:
     return None
 
 
-def _common_step(counts: Tensors) -> bool:
-    """Whether the per-parameter step counters (0-d CPU tensors) hold one value, so that one
-    call of the op steps them all."""
-    if torch.compiler.is_compiling():
-        # Reading the counters would break the graph: the compiled step checks at run time.
-        stacked = torch.stack([c.detach() for c in counts])
-        torch._assert_async(
-            (stacked == stacked[0]).all(),
-            "difopt-accel: the step counters differ between parameters (some parameters "
-            "missed steps); a torch.compile'd step needs them to agree: run this step eagerly",
-        )
-        return True
-    return len({c.item() for c in counts}) == 1
-
-
-_TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
-
-
-def _leaves(tree: Any) -> list[Any]:
-    """The leaves of ``tree``; a plain list or tuple of tensors (what a classic optimizer
-    passes on every step) without optree's per-leaf cost."""
-    if type(tree) in (list, tuple) and set(map(type, tree)) <= _TENSOR_TYPES:
-        return list(tree)
-    return optree.tree_leaves(tree, namespace=NAMESPACE)
-
-
-def _fallback_warning(op: str, reason: str) -> None:
-    if reason != "empty":
-        registry.warn_once(
-            f"difopt-accel-fallback:{op}:{reason}",
-            f"difopt-accel: the fused {op} op is not used ({reason}); using the pure PyTorch "
-            "implementation, which computes the same values.",
-        )
-
-
-def _on_graph(*lists: Sequence[torch.Tensor]) -> bool:
-    return torch.is_grad_enabled() and any(x.requires_grad for xs in lists for x in xs)
-
-
 def _contiguous(xs: Sequence[torch.Tensor]) -> Tensors:
     return [x if x.is_contiguous() else x.contiguous() for x in xs]
 
@@ -206,69 +165,68 @@ class _Kernel(NamedTuple):
     functional: Callable[[Tensors, list[Tensors], Tensors, Any, float], Sequence[Tensors]]
 
 
-def _fused(pure: GradientTransformation, kernel: _Kernel) -> FusedApplyTransformation:
-    """``pure`` computed by ``kernel``'s op, with the pure transformation as the fallback."""
+def _fused(pure: GradientTransformation, kernel: _Kernel) -> GradientTransformation:
+    """``pure`` computed by ``kernel``'s op where it can run; elsewhere ``pure`` itself, after
+    one warning that says why (:func:`difopt.plugin.fast_path`)."""
     counted = "count" in getattr(kernel.state_type, "_fields", ())
 
     def run(
         gs: Sequence[torch.Tensor],
         updates: Any,
         states: list[Tensors],
-        state: Any,
         counts: Tensors,
         params: Tensors | None,
         factor: float,
         inplace: bool,
     ) -> tuple[Tensors, Any]:
         gs = _contiguous(gs)
-        # The counters (one per parameter) agree here: update() is wrapped by core's by_step,
-        # and apply_scaled checks them. The op takes the step as one 0-d tensor.
+        # The counters (one per parameter) agree here: update() is wrapped by core's
+        # transformation decorator, and apply_scaled checks them. The op takes the step as
+        # one 0-d tensor.
         step = counts[0] + 1 if counts else None
-        if inplace and not _on_graph(gs, *states, params or []):
+        if inplace and not on_graph(gs, *states, params or []):
             out = params if params is not None else [torch.empty_like(g) for g in gs]
             kernel.inplace(out, states, gs, step, factor, params is not None)
             if counts:
                 torch._foreach_add_(counts, 1)
-            return list(out), state
+            return list(out), None
         out, *new_states = kernel.functional(gs, states, params or [], step, factor)
-        spec = optree.tree_structure(updates, namespace=NAMESPACE)
-        trees = {f: optree.tree_unflatten(spec, xs) for f, xs in zip(kernel.fields, new_states)}
+        spec = flatten(updates)[1]
+        trees = {f: unflatten(spec, xs) for f, xs in zip(kernel.fields, new_states)}
         if counted:
-            trees["count"] = optree.tree_unflatten(spec, list(torch._foreach_add(counts, 1)))
+            trees["count"] = unflatten(spec, list(torch._foreach_add(counts, 1)))
         return out, kernel.state_type(**trees)
 
     def counters(state: Any) -> Tensors:
-        return _leaves(state.count) if counted else []
+        return leaves(state.count) if counted else []
 
-    def leaves(state: Any) -> list[Tensors]:
-        return [_leaves(getattr(state, f)) for f in kernel.fields]
+    def state_leaves(state: Any) -> list[Tensors]:
+        return [leaves(getattr(state, f)) for f in kernel.fields]
+
+    def why_not(updates: Any, state: Any, params: Any) -> str | None:
+        return _why_not_fusable(leaves(updates), state_leaves(state), None)
 
     def update(
         updates: Any, state: Any, *, params: Any = None, inplace: bool = True
     ) -> tuple[Any, Any]:
-        gs, spec = optree.tree_flatten(updates, namespace=NAMESPACE)
-        states = leaves(state)
-        reason = _why_not_fusable(gs, states, None)
-        if reason is not None:
-            _fallback_warning(kernel.op, reason)
-            return pure.update(updates, state, params=params, inplace=inplace)
-        out, new_state = run(gs, updates, states, state, counters(state), None, 1.0, inplace)
-        return optree.tree_unflatten(spec, out), new_state
+        gs, spec = flatten(updates)
+        out, new_state = run(gs, updates, state_leaves(state), counters(state), None, 1.0, inplace)
+        return unflatten(spec, out), state if new_state is None else new_state
 
     def apply_scaled(
         updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
     ) -> tuple[Tensors, Any] | None:
-        gs = _leaves(updates)
-        ps = _leaves(params)
-        states = leaves(state)
+        gs, ps, states = leaves(updates), leaves(params), state_leaves(state)
         if _why_not_fusable(gs, states, ps) is not None:
             return None  # the caller falls back to update(), which warns
         counts = counters(state)
-        if counted and not _common_step(counts):
+        if counted and not same_step(counts):
             return None  # update() runs the op once per step value
-        return run(gs, updates, states, state, counts, ps, factor, inplace)
+        out, new_state = run(gs, updates, states, counts, ps, factor, inplace)
+        return out, state if new_state is None else new_state
 
-    return FusedApplyTransformation(pure.init, update, apply_scaled)
+    name = f"difopt-accel: the fused {kernel.op} op"
+    return fast_path(pure, update, why_not, name=name, apply_scaled=apply_scaled)
 
 
 # ----------------------------------------------------------------------------- transformations
@@ -296,7 +254,7 @@ def scale_by_adam(
         moment_requires_grad: create the moments with ``requires_grad=True``.
 
     Returns:
-        A :class:`difopt.base.FusedApplyTransformation`.
+        A transformation declaring a fused apply (:class:`difopt.base.Properties`).
 
     Examples:
         >>> import torch, difopt, difopt_accel
@@ -367,7 +325,7 @@ def scale_by_rms(
         initial_scale: initial value of the running mean square.
 
     Returns:
-        A :class:`difopt.base.FusedApplyTransformation`.
+        A transformation declaring a fused apply (:class:`difopt.base.Properties`).
 
     Examples:
         >>> import torch, difopt_accel
@@ -428,7 +386,7 @@ def trace(
         moment_requires_grad: create the buffer with ``requires_grad=True``.
 
     Returns:
-        A :class:`difopt.base.FusedApplyTransformation`.
+        A transformation declaring a fused apply (:class:`difopt.base.Properties`).
 
     Examples:
         >>> import torch, difopt, difopt_accel

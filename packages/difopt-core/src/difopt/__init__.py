@@ -34,70 +34,12 @@ from difopt import (
 )
 from difopt import registry as _plugins
 from difopt.accelerated_op import is_available as accelerated_op_available
-from difopt.alias import (
-    adadelta,
-    adafactor,
-    adagrad,
-    adam,
-    adamax,
-    adamw,
-    adan,
-    asgd,
-    lion,
-    muon,
-    nadam,
-    radam,
-    rmsprop,
-    rprop,
-    sgd,
-)
+from difopt.alias import OPTIMIZERS
 from difopt.base import GradientTransformation, identity
 from difopt.clip import clip_grad_norm
 from difopt.combine import chain
 from difopt.hook import register_hook
-from difopt.optim import (
-    ASGD,
-    SGD,
-    AdaDelta,
-    Adadelta,
-    Adafactor,
-    AdaGrad,
-    Adagrad,
-    Adam,
-    AdaMax,
-    Adamax,
-    AdamW,
-    Adan,
-    FuncOptimizer,
-    Lion,
-    MetaAdaDelta,
-    MetaAdadelta,
-    MetaAdafactor,
-    MetaAdaGrad,
-    MetaAdagrad,
-    MetaAdam,
-    MetaAdaMax,
-    MetaAdamax,
-    MetaAdamW,
-    MetaAdan,
-    MetaASGD,
-    MetaLion,
-    MetaMuon,
-    MetaNAdam,
-    MetaOptimizer,
-    MetaRAdam,
-    MetaRMSProp,
-    MetaRMSprop,
-    MetaRprop,
-    MetaSGD,
-    Muon,
-    NAdam,
-    Optimizer,
-    RAdam,
-    RMSProp,
-    RMSprop,
-    Rprop,
-)
+from difopt.optim import FuncOptimizer, MetaOptimizer, Optimizer
 from difopt.transform import nan_to_num
 from difopt.update import apply_updates
 from difopt.utils import (
@@ -109,79 +51,37 @@ from difopt.utils import (
 )
 from difopt.version import __version__
 
-__all__ = [
-    "ASGD",
-    "SGD",
-    "AdaDelta",
-    "AdaGrad",
-    "AdaMax",
-    "Adadelta",
-    "Adafactor",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "Adan",
-    "FuncOptimizer",
-    "GradientTransformation",
-    "Lion",
-    "MetaASGD",
-    "MetaAdaDelta",
-    "MetaAdaGrad",
-    "MetaAdaMax",
-    "MetaAdadelta",
-    "MetaAdafactor",
-    "MetaAdagrad",
-    "MetaAdam",
-    "MetaAdamW",
-    "MetaAdamax",
-    "MetaAdan",
-    "MetaLion",
-    "MetaMuon",
-    "MetaNAdam",
-    "MetaOptimizer",
-    "MetaRAdam",
-    "MetaRMSProp",
-    "MetaRMSprop",
-    "MetaRprop",
-    "MetaSGD",
-    "Muon",
-    "NAdam",
-    "Optimizer",
-    "RAdam",
-    "RMSProp",
-    "RMSprop",
-    "Rprop",
-    "__version__",
-    "accelerated_op_available",
-    "adadelta",
-    "adafactor",
-    "adagrad",
-    "adam",
-    "adamax",
-    "adamw",
-    "adan",
-    "apply_updates",
-    "asgd",
-    "chain",
-    "clip_grad_norm",
-    "extract_state_dict",
-    "identity",
-    "lion",
-    "module_clone",
-    "module_detach_",
-    "muon",
-    "nadam",
-    "nan_to_num",
-    "plugins",
-    "radam",
-    "recover_state_dict",
-    "register_hook",
-    "rmsprop",
-    "rprop",
-    "sgd",
-    "stop_gradient",
-]
+# The built-in optimizers in their three forms (sgd, SGD, MetaSGD, ...), generated from the
+# table difopt.alias.OPTIMIZERS.
+_GENERATED = {
+    **{fn.__name__: fn for fn in OPTIMIZERS},
+    **{name: getattr(optim, name) for name in optim.__all__ if name[:1].isupper()},
+}
+globals().update(_GENERATED)
+
+__all__ = sorted(
+    [
+        "FuncOptimizer",
+        "GradientTransformation",
+        "MetaOptimizer",
+        "Optimizer",
+        "__version__",
+        "accelerated_op_available",
+        "apply_updates",
+        "chain",
+        "clip_grad_norm",
+        "extract_state_dict",
+        "identity",
+        "module_clone",
+        "module_detach_",
+        "nan_to_num",
+        "plugins",
+        "recover_state_dict",
+        "register_hook",
+        "stop_gradient",
+        *_GENERATED,
+    ]
+)
 
 
 if _plugins.strict_mode():

@@ -4,7 +4,7 @@ The element-wise arithmetic of the transformations broadcasts: an update of shap
 for a ``(2, 2)`` parameter, or of shape ``(1,)`` for any parameter, would silently be spread
 over the whole moment, and an update that cannot broadcast fails in the middle of a step, after
 earlier leaves' (or earlier transformations') state was written in place. So the outermost
-``update`` of a transformation or chain (:func:`difopt._missing.none_aware`) first compares
+``update`` of a transformation or chain (:func:`difopt._missing_leaves.none_aware`) first compares
 the update's leaves with the parameters, or without ``params`` with a moment of the state,
 and raises a ``ValueError`` naming the leaf before anything runs.
 

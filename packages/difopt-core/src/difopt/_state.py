@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from difopt import _leafwise as lw
+from difopt import _step_counters as counters
 
 
 def _plain(value: Any) -> Any:
@@ -77,7 +78,7 @@ def counts_differ(state: Any) -> bool:
     """Whether a state holds step counters (``count`` fields) whose values differ between
     parameters (read eagerly)."""
     if isinstance(state, tuple) and "count" in getattr(state, "_fields", ()):
-        values = lw.step_values(state.count)
+        values = counters.step_values(state.count)
         if values and any(v != values[0] for v in values):
             return True
     if isinstance(state, (tuple, list)):

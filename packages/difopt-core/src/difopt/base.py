@@ -5,27 +5,34 @@ state for a pytree of parameters; ``update(updates, state, *, params=None, inpla
 turns a pytree of gradients into a pytree of updates and returns the new state. With
 ``inplace=False`` neither the inputs nor the state are mutated, so the whole update stays on
 the autograd graph and can be differentiated through (meta-gradients).
+
+State conventions:
+
+- A transformation that counts steps keeps a field ``count``: one 0-d int64 CPU tensor per
+  parameter (a tree shaped like the parameters), as torch.optim and TorchOpt count per
+  parameter.
+- An update leaf may be ``None`` (a parameter without a gradient this step): the output leaf
+  is then ``None`` and that parameter's state, counter included, is left as it was.
+
+A transformation may also declare :class:`Properties` (what it is, so that optimizers need
+not guess): a constant factor, the learning rate it is the step of, a fused apply. This
+module imports nothing of difopt: everything else builds on it.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Any, Callable, NamedTuple, Protocol, TypeVar
-
-from difopt._missing import by_step, complete_update, none_aware
+from typing import Any, Callable, NamedTuple, Protocol
 
 __all__ = [
     "ChainedGradientTransformation",
     "EmptyState",
+    "FusedApply",
     "FusedApplyTransformation",
     "GradientTransformation",
+    "Properties",
     "UninitializedState",
     "identity",
-    "transformation",
 ]
-
-_F = TypeVar("_F", bound=Callable[..., "GradientTransformation"])
 
 
 class EmptyState(NamedTuple):
@@ -46,28 +53,132 @@ class TransformUpdateFn(Protocol):
     ) -> tuple[Any, Any]: ...
 
 
+class FusedApply(Protocol):
+    """``apply_scaled(updates, state, *, params, factor, inplace) -> (new_params, new_state)``.
+
+    Computes ``params + factor * update(updates, state, params=params, inplace=inplace)[0]``
+    and the state ``update`` would return, in one pass (with ``inplace``, writing into
+    ``params`` and the state); or returns ``None``, changing nothing, when it cannot for these
+    arguments (the caller then runs ``update``). An optimization only: ``update`` stays the
+    definition, and tests compare the two.
+    """
+
+    def __call__(
+        self, updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
+    ) -> tuple[Any, Any] | None: ...
+
+
+class Properties(NamedTuple):
+    """What a transformation declares about itself; every field is optional.
+
+    Attributes:
+        scale: a constant: ``update`` multiplies the updates by it and keeps no state.
+        learning_rate: the ``lr`` argument of an optimizer this transformation is the step
+            of: it multiplies the updates by ``-learning_rate`` and is the only part of the
+            optimizer that reads ``lr``. A classic optimizer then applies a scheduler's
+            ``lr`` edit by changing one factor, without rebuilding the chain.
+        apply_scaled: a :class:`FusedApply`: the transformation can add ``factor`` times its
+            update to the parameters in one pass. Optimizers call it for the adaptive part
+            that precedes the final constant scale.
+        accepts_missing: ``update`` accepts ``None`` update leaves (see the module doc).
+            Transformations from :func:`difopt.plugin.transformation` do; a chain hides the
+            missing leaves from parts that do not.
+    """
+
+    scale: float | None = None
+    learning_rate: Any = None
+    apply_scaled: FusedApply | None = None
+    accepts_missing: bool = False
+
+
+_NO_PROPERTIES = Properties()
+
+
 class GradientTransformation(NamedTuple):
-    """A pair ``(init, update)`` of pure functions; see the module docstring."""
+    """A pair ``(init, update)`` of pure functions; see the module docstring.
+
+    :attr:`properties` (not a tuple field: a transformation unpacks as ``init, update``)
+    holds what it declares; see :meth:`declare`.
+    """
 
     init: TransformInitFn
     update: TransformUpdateFn
 
-    def chain(self, next: GradientTransformation) -> ChainedGradientTransformation:  # noqa: A002
-        """Return ``chain(self, next)``."""
-        from difopt.combine import chain
+    @property
+    def properties(self) -> Properties:
+        """What this transformation declares (:class:`Properties`); nothing for a plain pair.
 
-        return chain(self, next)
+        Subclasses store it as ``_declared`` (the plain pair, a NamedTuple, has no room).
+        """
+        return getattr(self, "_declared", _NO_PROPERTIES)
+
+    def chain(self, next: GradientTransformation) -> ChainedGradientTransformation:  # noqa: A002
+        """Return ``chain(self, next)`` (TorchOpt's spelling of :func:`difopt.chain`)."""
+        return ChainedGradientTransformation(self, next)
+
+    def declare(self, **properties: Any) -> GradientTransformation:
+        """This transformation, declaring ``properties`` (fields of :class:`Properties`).
+
+        Examples:
+            >>> import torch, difopt
+            >>> def update(updates, state, *, params=None, inplace=True):
+            ...     return [2.0 * u for u in updates], state
+            >>> t = difopt.GradientTransformation(lambda p: (), update).declare(scale=2.0)
+            >>> t.properties.scale
+            2.0
+        """
+        return DeclaredTransformation(self.init, self.update, self.properties, **properties)
+
+
+class DeclaredTransformation(GradientTransformation):
+    """A transformation with declared :class:`Properties` (built by
+    :meth:`GradientTransformation.declare`)."""
+
+    _declared: Properties
+
+    def __new__(
+        cls,
+        init: TransformInitFn,
+        update: TransformUpdateFn,
+        base: Properties = _NO_PROPERTIES,
+        **properties: Any,
+    ) -> DeclaredTransformation:
+        obj = super().__new__(cls, init, update)
+        obj._declared = base._replace(**properties)
+        return obj
+
+
+class FusedApplyTransformation(DeclaredTransformation):
+    """A transformation that declares a fused apply (:attr:`Properties.apply_scaled`).
+
+    The same as ``GradientTransformation(init, update).declare(apply_scaled=apply_scaled)``;
+    ``apply_scaled`` is also an attribute.
+    """
+
+    def __new__(
+        cls, init: TransformInitFn, update: TransformUpdateFn, apply_scaled: FusedApply
+    ) -> FusedApplyTransformation:
+        return super().__new__(cls, init, update, apply_scaled=apply_scaled)  # type: ignore[return-value]
+
+    @property
+    def apply_scaled(self) -> FusedApply:
+        fused = self.properties.apply_scaled
+        assert fused is not None
+        return fused
 
 
 class ChainedGradientTransformation(GradientTransformation):
     """A flat sequence of transformations applied one after the other.
 
-    Built by :func:`difopt.chain`. Nested chains are flattened, so ``chain(a, chain(b, c))``
-    equals ``chain(a, b, c)``. Chains compare equal when their parts do, print as the list of
-    their parts, and pickle when their parts do.
+    Built by :func:`difopt.chain` (which also hides missing update leaves from parts that do
+    not accept them). Nested chains are flattened, so ``chain(a, chain(b, c))`` equals
+    ``chain(a, b, c)``, and identities are dropped. The state is the tuple of the parts'
+    states. Chains compare equal when their parts do, print as the list of their parts, and
+    pickle when their parts do.
     """
 
     transformations: tuple[GradientTransformation, ...]
+    _declared: Properties
 
     def __new__(cls, *transformations: GradientTransformation) -> ChainedGradientTransformation:
         flat: list[GradientTransformation] = []
@@ -82,9 +193,7 @@ class ChainedGradientTransformation(GradientTransformation):
                     f"chain() argument {i} must be a GradientTransformation, got {type(t).__name__}"
                 )
         parts = tuple(flat)
-        # The chain's own wrapper hides missing update leaves for every part's state, so it
-        # calls the parts' unwrapped updates: one check per step, not one per part.
-        updates_of = tuple(complete_update(t.update) for t in parts)
+        updates_of = tuple(t.update for t in parts)
 
         def init(params: Any) -> tuple[Any, ...]:
             return tuple(t.init(params) for t in parts)
@@ -101,10 +210,13 @@ class ChainedGradientTransformation(GradientTransformation):
             for part_update, s in zip(updates_of, state):
                 updates, s = part_update(updates, s, params=params, inplace=inplace)
                 new_state.append(s)
+            if all(new is old for new, old in zip(new_state, state)):
+                return updates, state  # no part changed its state (e.g. nothing took a step)
             return updates, tuple(new_state)
 
-        obj = super().__new__(cls, init, none_aware(update))
+        obj = super().__new__(cls, init, update)
         obj.transformations = parts
+        obj._declared = Properties(accepts_missing=all(t.properties.accepts_missing for t in parts))
         return obj
 
     def __repr__(self) -> str:
@@ -129,6 +241,8 @@ class ChainedGradientTransformation(GradientTransformation):
 
 
 class IdentityGradientTransformation(GradientTransformation):
+    _declared = Properties(scale=1.0, accepts_missing=True)
+
     def __new__(cls) -> IdentityGradientTransformation:
         return super().__new__(cls, _identity_init, _identity_update)
 
@@ -170,79 +284,3 @@ def identity() -> GradientTransformation:
         tensor([1., 1.])
     """
     return IdentityGradientTransformation()
-
-
-class FusedApplyTransformation(GradientTransformation):
-    """A transformation that can also apply its own update to parameters in one pass.
-
-    ``apply_scaled(updates, state, *, params, factor, inplace) -> (new_params, new_state)``
-    computes ``params + factor * update(updates, state, params=params, inplace=inplace)[0]``
-    and the state ``update`` would return (with ``inplace``, writing into ``params`` and the
-    state), or returns ``None`` (changing nothing) when it cannot for these arguments. The
-    classic and meta optimizers use it for a chain's last adaptive transformation followed by
-    a constant learning-rate scale (see :mod:`difopt.optim._plan`). It is an optimization
-    only: ``update`` remains the definition, and tests compare the two. On a transformation
-    built by a :func:`transformation`-decorated factory the function is kept as the
-    attribute ``_difopt_apply`` (None when the factory offers none), which is what the
-    optimizers and op providers call.
-    """
-
-    def __new__(
-        cls, init: TransformInitFn, update: TransformUpdateFn, apply_scaled: Callable[..., Any]
-    ) -> FusedApplyTransformation:
-        obj = super().__new__(cls, init, update)
-        obj.apply_scaled = apply_scaled  # type: ignore[attr-defined]
-        return obj
-
-
-class _RecordedTransformation(GradientTransformation):
-    """A transformation that remembers the factory call that built it.
-
-    That record gives every transformation a readable ``repr`` (the call), value equality
-    (same factory, same arguments) and pickling (by re-running the call), which closures
-    alone cannot have.
-    """
-
-    _difopt_call: tuple[Callable[..., Any], tuple[tuple[str, Any], ...]]
-    _difopt_apply: Callable[..., Any] | None
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._difopt_call[1])
-        return f"{self._difopt_call[0].__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, _RecordedTransformation):
-            return self._difopt_call == other._difopt_call
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._difopt_call[0])
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        factory, arguments = self._difopt_call
-        return _call_with_kwargs, (factory, dict(arguments))
-
-
-def _call_with_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    return factory(**kwargs)
-
-
-def transformation(factory: _F) -> _F:
-    """Decorate a factory of ``GradientTransformation`` so its results repr, compare and pickle.
-
-    The factory's arguments must be passable by keyword. This is how every transformation in
-    difopt is declared; third-party transforms may use it too.
-    """
-    signature = inspect.signature(factory)
-
-    @functools.wraps(factory)
-    def wrapper(*args: Any, **kwargs: Any) -> GradientTransformation:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        inner = factory(*bound.args, **bound.kwargs)
-        out = _RecordedTransformation(inner.init, none_aware(by_step(inner.update)))
-        out._difopt_call = (wrapper, tuple(bound.arguments.items()))
-        out._difopt_apply = getattr(inner, "apply_scaled", None)
-        return out
-
-    return wrapper  # type: ignore[return-value]

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from difopt import _leafwise as lw
-from difopt.base import EmptyState, GradientTransformation, transformation
+from difopt._factory import transformation
+from difopt.base import EmptyState, GradientTransformation
 
 __all__ = ["clip_grad_norm"]
 

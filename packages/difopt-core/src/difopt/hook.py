@@ -7,7 +7,8 @@ from typing import Any, Callable
 import torch
 
 from difopt import _leafwise as lw
-from difopt.base import EmptyState, GradientTransformation, transformation
+from difopt._factory import transformation
+from difopt.base import EmptyState, GradientTransformation
 
 __all__ = ["nan_to_num_hook", "register_hook", "zero_nan_hook"]
 

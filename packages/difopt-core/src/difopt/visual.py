@@ -5,7 +5,7 @@ Entry point: group ``difopt.visual``, name ``visual``.
 
 from typing import TYPE_CHECKING, Any
 
-from difopt._lazy import install
+from difopt._plugin_modules import install
 
 if TYPE_CHECKING:
     # For type checkers: the attributes are the plugin's, looked up at run time.

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from difopt import _leafwise as lw
+from difopt import _step_counters as counters
 from difopt import _validate as check
 from difopt import registry
 from difopt.base import GradientTransformation, identity
@@ -48,25 +48,6 @@ from difopt.transform import (
     trace,
 )
 
-__all__ = [
-    "adadelta",
-    "adafactor",
-    "adagrad",
-    "adam",
-    "adamax",
-    "adamw",
-    "adan",
-    "asgd",
-    "forms",
-    "lion",
-    "muon",
-    "nadam",
-    "radam",
-    "rmsprop",
-    "rprop",
-    "sgd",
-]
-
 _F = TypeVar("_F", bound=Callable[..., GradientTransformation])
 
 
@@ -75,12 +56,22 @@ def forms(
     meta_name: str | None = None,
     classic_defaults: dict[str, Any] | None = None,
     meta_defaults: dict[str, Any] | None = None,
+    spellings: tuple[str, ...] = (),
 ) -> Callable[[_F], _F]:
     """Record how the classic and meta classes generated from an alias are named and defaulted.
 
     Optional: a third-party alias without it gets ``Name`` and ``MetaName`` (its function
     name capitalised) and its own defaults, with ``moment_requires_grad=True`` in the meta
     form when the alias has that parameter.
+
+    Args:
+        classic_name: the classic class's name (``"Adam"``).
+        meta_name: the meta class's name (``"MetaAdam"``).
+        classic_defaults: defaults of the classic class that differ from the alias'.
+        meta_defaults: defaults of the meta class that differ from the alias'.
+        spellings: other names of the classic class (TorchOpt's ``"AdaGrad"`` beside
+            ``"Adagrad"``); the meta class gets each with ``Meta`` before it. They name the
+            same class objects.
     """
 
     def decorate(fn: _F) -> _F:
@@ -89,6 +80,7 @@ def forms(
             "meta_name": meta_name,
             "classic_defaults": dict(classic_defaults or {}),
             "meta_defaults": dict(meta_defaults or {}),
+            "spellings": tuple(spellings),
         }
         return fn
 
@@ -295,6 +287,7 @@ def adamw(
     "MetaAdamax",
     classic_defaults={"lr": 2e-3, "eps": 1e-8},
     meta_defaults={**_META, "lr": 2e-3, "eps": 1e-8},
+    spellings=("AdaMax",),
 )
 def adamax(
     lr: Any = 1e-3,
@@ -355,7 +348,13 @@ def radam(
     return _around(core, lr, weight_decay, maximize, decoupled_weight_decay)
 
 
-@forms("Adadelta", "MetaAdadelta", classic_defaults={"lr": 1.0}, meta_defaults={**_META, "lr": 1.0})
+@forms(
+    "Adadelta",
+    "MetaAdadelta",
+    classic_defaults={"lr": 1.0},
+    meta_defaults={**_META, "lr": 1.0},
+    spellings=("AdaDelta",),
+)
 def adadelta(
     lr: Any = 1e-3,
     rho: float = 0.9,
@@ -411,10 +410,10 @@ class _AdagradSchedule(_DerivedLr):
     name = "adagrad_lr"
 
     def __call__(self, count: Any) -> Any:
-        return self._lr(count) / (1.0 + lw.real_step(count) * self.coefficient)
+        return self._lr(count) / (1.0 + counters.real_step(count) * self.coefficient)
 
 
-@forms("Adagrad", "MetaAdagrad")
+@forms("Adagrad", "MetaAdagrad", spellings=("AdaGrad",))
 def adagrad(
     lr: Any = 1e-2,
     lr_decay: float = 0.0,
@@ -443,7 +442,7 @@ def adagrad(
     )
 
 
-@forms("RMSProp", "MetaRMSProp")
+@forms("RMSProp", "MetaRMSProp", spellings=("RMSprop",))
 def rmsprop(
     lr: Any = 1e-2,
     alpha: float = 0.99,
@@ -766,3 +765,28 @@ def asgd(
         scale_by_asgd(lr, lambd, alpha, t0),
         scale(-1.0),
     )
+
+
+# The built-in optimizers: the one table that difopt, difopt.optim and difopt.optim.meta
+# generate their functional, classic and meta names (and __all__) from, and the docs their
+# list of optimizers. Each is also an entry point of the difopt.optimizers group in
+# difopt-core's pyproject.toml, like a third-party optimizer (a test checks the two agree).
+OPTIMIZERS = (
+    sgd,
+    adam,
+    adamw,
+    adamax,
+    radam,
+    nadam,
+    adadelta,
+    adagrad,
+    rmsprop,
+    rprop,
+    asgd,
+    adafactor,
+    lion,
+    adan,
+    muon,
+)
+
+__all__ = ["OPTIMIZERS", "forms", *sorted(fn.__name__ for fn in OPTIMIZERS)]

@@ -1,14 +1,15 @@
-"""Differentiation modes beyond unrolling: implicit and zero-order, provided by plugins.
+"""Differentiation modes provided by plugins: implicit, zero-order, and long unrolls in
+bounded memory.
 
-Explicit (unrolled) differentiation needs nothing here: it is the Meta optimizers and
-:mod:`difopt.utils`.
+Plain explicit (unrolled) differentiation needs nothing here: it is the Meta optimizers and
+:mod:`difopt.utils`; :mod:`difopt.diff.unroll` runs long unrolls with checkpoints.
 """
 
 from typing import Any
 
-from difopt.diff import implicit, zero_order
+from difopt.diff import implicit, unroll, zero_order
 
-__all__ = ["implicit", "zero_order"]
+__all__ = ["implicit", "unroll", "zero_order"]
 
 
 def __getattr__(name: str) -> Any:

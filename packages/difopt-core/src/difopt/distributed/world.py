@@ -4,7 +4,7 @@ Provided by ``difopt-distributed``."""
 
 from typing import TYPE_CHECKING, Any
 
-from difopt._lazy import install
+from difopt._plugin_modules import install
 
 if TYPE_CHECKING:
     # For type checkers: the attributes are the plugin's, looked up at run time.

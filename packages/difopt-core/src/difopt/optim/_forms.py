@@ -26,7 +26,28 @@ def _forms(fn: Alias) -> dict[str, Any]:
         "meta_name": None,
         "classic_defaults": {},
         "meta_defaults": {},
+        "spellings": (),
     }
+
+
+def classic_forms(aliases: tuple[Alias, ...]) -> dict[str, type]:
+    """The classic classes of ``aliases`` by name, TorchOpt's other spellings included."""
+    out: dict[str, type] = {}
+    for fn in aliases:
+        cls = classic_class(fn)
+        for name in (cls.__name__, *_forms(fn)["spellings"]):
+            out[name] = cls
+    return out
+
+
+def meta_forms(aliases: tuple[Alias, ...]) -> dict[str, type]:
+    """The meta classes of ``aliases`` by name, TorchOpt's other spellings included."""
+    out: dict[str, type] = {}
+    for fn in aliases:
+        cls = meta_class(fn)
+        for name in (cls.__name__, *("Meta" + s for s in _forms(fn)["spellings"])):
+            out[name] = cls
+    return out
 
 
 def default_name(fn: Alias) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from operator import attrgetter
 from typing import Any, Callable, Iterable
@@ -9,9 +10,9 @@ from typing import Any, Callable, Iterable
 import torch
 
 from difopt import _leafwise as lw
-from difopt import _missing, _state
+from difopt import _state
 from difopt.base import GradientTransformation
-from difopt.optim import _plan
+from difopt.optim import _fused_step
 
 __all__ = ["Optimizer"]
 
@@ -60,12 +61,7 @@ class Optimizer(torch.optim.Optimizer):
         self.impl = impl
         self.param_groups: list[dict[str, Any]] = []
         self.state_groups: list[Any] = []
-        # None: stale after an lr-only edit (rebuilt when a step needs the whole chain).
-        self._impls: list[GradientTransformation | None] = []
-        self._plans: list[_plan.StepPlan | None] = []
-        # Whether the group's lr only sets the chain's final scale (_lr_scales_only_the_end).
-        self._lr_scales_last: list[bool] = []
-        self._built_hyper: list[dict[str, Any]] = []
+        self._groups: list[_Group] = []  # how each parameter group steps
         # [True] once some parameters have taken steps that others have not (a step with some
         # .grad None, or such a state loaded): their step counters then differ, which a
         # compiled step cannot see without reading them (see step()). A list, mutated in
@@ -130,39 +126,8 @@ class Optimizer(torch.optim.Optimizer):
         with torch.no_grad():
             state = impl.init(tuple(tensors))
         self.param_groups.append({"params": tensors, **hyper})
-        self._built_hyper.append(dict(hyper))
-        self._impls.append(impl)
-        self._plans.append(_plan.make_plan(impl))
-        self._lr_scales_last.append(self._lr_scales_only_the_end(hyper, impl))
+        self._groups.append(_Group.build(impl, hyper))
         self.state_groups.append(state)
-
-    def _lr_scales_only_the_end(self, hyper: dict[str, Any], impl: GradientTransformation) -> bool:
-        """Whether ``impl``'s lr is only its final constant scale: the alias built with another
-        lr differs in that last part alone. Then an lr edit (what a scheduler does on every
-        step) needs no rebuild of the chain, only a new factor in the step plan."""
-        lr = hyper.get("lr")
-        if self.alias is None or not _finite_non_negative(lr):
-            return False
-        probe = 2.0 * float(lr) + 1.0  # type: ignore[arg-type]
-        try:
-            other = self.alias(**{**hyper, "lr": probe})
-        except (TypeError, ValueError):  # an alias that bounds lr: rebuild on every edit
-            return False
-        parts: tuple[Any, ...] = tuple(getattr(impl, "transformations", ()))
-        other_parts: tuple[Any, ...] = tuple(getattr(other, "transformations", ()))
-        return (
-            len(parts) >= 2
-            and len(parts) == len(other_parts)
-            and parts[:-1] == other_parts[:-1]
-            and _plan.constant_scale(parts[-1]) == -float(lr)  # type: ignore[arg-type]
-            and _plan.constant_scale(other_parts[-1]) == -probe
-        )
-
-    def _impl(self, i: int) -> GradientTransformation:
-        impl = self._impls[i]
-        if impl is None:
-            impl = self._impls[i] = self.alias(**self._built_hyper[i])  # type: ignore[misc]
-        return impl
 
     def _refresh(self, i: int) -> None:
         """Rebuild group ``i``'s transformation if its hyper-parameters were edited.
@@ -173,25 +138,21 @@ class Optimizer(torch.optim.Optimizer):
         """
         if self.alias is None:
             return
-        group = self.param_groups[i]
+        group, built = self.param_groups[i], self._groups[i]
         # Only the alias' hyper-parameters: keys others add (a scheduler's "initial_lr") are
         # left alone, as torch.optim does.
-        built = self._built_hyper[i]
-        hyper = {k: group[k] for k in built}
-        if hyper == built:
+        hyper = {k: group[k] for k in built.hyper}
+        if hyper == built.hyper:
             return
-        plan = self._plans[i]
         lr = hyper.get("lr")
         if (
-            self._lr_scales_last[i]
-            and plan is not None
+            built.lr_is_last_factor
             and _finite_non_negative(lr)
-            and all(hyper[k] is built[k] or hyper[k] == built[k] for k in built if k != "lr")
+            and all(hyper[k] is v or hyper[k] == v for k, v in built.hyper.items() if k != "lr")
         ):
-            # Only lr changed, and it only scales the end: a new factor, the chain later.
-            self._plans[i] = plan._replace(factor=-float(lr))  # type: ignore[arg-type]
-            self._impls[i] = None
-            self._built_hyper[i] = hyper
+            # Only lr changed, and the chain declares it is its last factor alone (what a
+            # scheduler does on every step): a new factor now, the chain when a step needs it.
+            self._groups[i] = built.with_lr(hyper)
             return
         impl = self.alias(**hyper)  # validates the edited values
         if _layout(impl) != _layout(self._impl(i)):
@@ -199,10 +160,14 @@ class Optimizer(torch.optim.Optimizer):
                 f"param_groups[{i}] was edited in a way that changes the optimizer's state "
                 "layout (e.g. enabling momentum); create a new optimizer instead"
             )
-        self._impls[i] = impl
-        self._plans[i] = _plan.make_plan(impl)
-        self._lr_scales_last[i] = self._lr_scales_only_the_end(hyper, impl)
-        self._built_hyper[i] = hyper
+        self._groups[i] = _Group.build(impl, hyper)
+
+    def _impl(self, i: int) -> GradientTransformation:
+        """Group ``i``'s whole transformation (built now if an lr edit left it stale)."""
+        group = self._groups[i]
+        if group.impl is None:
+            group.impl = self.alias(**group.hyper)  # type: ignore[misc]
+        return group.impl
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients of all parameters (to ``None`` by default, as torch.optim)."""
@@ -236,7 +201,9 @@ class Optimizer(torch.optim.Optimizer):
             closure: re-evaluates the model and returns the loss (it runs with grad enabled).
         """
         if self._uneven_counts[0] and torch.compiler.is_compiling():
-            return _step_eagerly(self, closure)
+            # Wrapped here, not at import: torch.compiler.disable imports torch._dynamo
+            # (about a second), which only a compiled step has already paid for.
+            return torch.compiler.disable(_step_eagerly)(self, closure)
         return self._step(closure)
 
     def _step(self, closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
@@ -253,21 +220,14 @@ class Optimizer(torch.optim.Optimizer):
                 missing = sum(g is None for g in grads)
                 self._uneven_counts[0] = 0 < missing < len(grads)
             work.append((params, grads))
-        # Compiled, this step only runs while the counters agree (see step()).
-        trusted = torch.compiler.is_compiling()
-        if trusted:
-            _missing.known_equal_counters(True)
-        try:
-            for i, (params, grads) in enumerate(work):
-                impl = self._impls[i]
-                if impl is None and (self._plans[i] is None or any(g is None for g in grads)):
-                    impl = self._impl(i)  # the unfused path needs the whole chain
-                _, self.state_groups[i] = _plan.step(
-                    impl, self._plans[i], grads, self.state_groups[i], params, True
-                )
-        finally:
-            if trusted:
-                _missing.known_equal_counters(False)
+        for i, (params, grads) in enumerate(work):
+            plan = self._groups[i].plan
+            # The plan covers a complete step; the unfused path needs the whole chain.
+            full = plan is None or any(g is None for g in grads)
+            impl = self._impl(i) if full else self._groups[i].impl
+            _, self.state_groups[i] = _fused_step.step(
+                impl, plan, grads, self.state_groups[i], params, True
+            )
         return loss
 
     def state_dict(self) -> dict[str, Any]:
@@ -303,10 +263,33 @@ class Optimizer(torch.optim.Optimizer):
         self._uneven_counts[0] = any(_state.counts_differ(s) for s in self.state_groups)
 
 
-@torch.compiler.disable
 @torch.no_grad()
 def _step_eagerly(opt: Optimizer, closure: Callable[[], torch.Tensor] | None) -> Any:
     return opt._step(closure)
+
+
+@dataclasses.dataclass
+class _Group:
+    """How one parameter group steps: its transformation, built from ``hyper``, and the plan
+    of its step. ``impl`` is None after an lr-only edit, until a step needs the whole chain."""
+
+    hyper: dict[str, Any]
+    impl: GradientTransformation | None
+    plan: _fused_step.StepPlan | None
+    lr_is_last_factor: bool  # the chain's last part declares it is the step of ``lr`` alone
+
+    @classmethod
+    def build(cls, impl: GradientTransformation, hyper: dict[str, Any]) -> _Group:
+        parts: tuple[Any, ...] = tuple(getattr(impl, "transformations", ()))
+        lr = hyper.get("lr")
+        declared = parts[-1].properties.learning_rate if parts else None
+        is_last = _finite_non_negative(lr) and _finite_non_negative(declared) and declared == lr
+        return cls(dict(hyper), impl, _fused_step.make_plan(impl), is_last)
+
+    def with_lr(self, hyper: dict[str, Any]) -> _Group:
+        assert self.plan is not None  # the last part declares a factor, so there is a plan
+        plan = self.plan._replace(factor=-float(hyper["lr"]))
+        return _Group(dict(hyper), None, plan, True)
 
 
 def _finite_non_negative(x: Any) -> bool:
@@ -316,7 +299,7 @@ def _finite_non_negative(x: Any) -> bool:
 def _layout(impl: GradientTransformation) -> list[Any]:
     """The factories a transformation is built from: equal layouts have equal state trees."""
     parts = getattr(impl, "transformations", (impl,))
-    return [getattr(t, "_difopt_call", (None,))[0] for t in parts]
+    return [getattr(t, "factory", None) for t in parts]
 
 
 _GRAD = attrgetter("grad")

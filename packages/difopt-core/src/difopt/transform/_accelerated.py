@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from difopt import _leafwise as lw
-from difopt.base import FusedApplyTransformation, GradientTransformation, transformation
+from difopt._factory import transformation
+from difopt.base import GradientTransformation
+from difopt.plugin import fast_path
 from difopt.transform._adaptive import scale_by_adam, scale_by_rms, scale_by_stddev
 from difopt.transform._core import trace
 
@@ -50,30 +52,23 @@ def _fused_or_pure(
         return pure
     fused = factory(*args)
 
-    def choose(updates: Any) -> GradientTransformation:
+    def why_not(updates: Any, state: Any, params: Any) -> str | None:
         first = next(iter(lw.leaves(updates)), None)
         if first is None or provider.is_available(first.device):
-            return fused
-        plugins.warn_once(
-            f"accelerated-op-device-{op}-{first.device}",
-            f"the fused {op!r} op is not available for device {first.device}; "
-            "using the pure PyTorch implementation.",
-        )
-        return pure
-
-    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
-        return choose(updates).update(updates, state, params=params, inplace=inplace)
+            return None
+        return f"not available for device {first.device}"
 
     def apply_scaled(updates: Any, state: Any, *, params: Any, factor: float, inplace: bool) -> Any:
-        # The chosen transformation's own one-pass step, if it has one. None (no such step, or
-        # it declines these arguments) makes the caller run update(): through the provider's
-        # transformation, which warns if it must fall back to the pure path.
-        fused_apply = getattr(choose(updates), "_difopt_apply", None)
-        if fused_apply is None:
+        # The provider's own one-pass step, if it has one. None (no such step, or it declines
+        # these arguments) makes the caller run update(), which falls back with a warning.
+        fused_apply = fused.properties.apply_scaled
+        if fused_apply is None or why_not(updates, state, params) is not None:
             return None
         return fused_apply(updates, state, params=params, factor=factor, inplace=inplace)
 
-    return FusedApplyTransformation(pure.init, update, apply_scaled)
+    return fast_path(
+        pure, fused.update, why_not, name=f"the fused {op!r} op", apply_scaled=apply_scaled
+    )
 
 
 @transformation

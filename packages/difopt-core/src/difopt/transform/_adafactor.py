@@ -16,8 +16,10 @@ from typing import Any, Callable, NamedTuple
 import torch
 
 from difopt import _leafwise as lw
+from difopt import _step_counters as counters
 from difopt import _validate as check
-from difopt.base import GradientTransformation, transformation
+from difopt._factory import transformation
+from difopt.base import GradientTransformation
 
 __all__ = ["ScaleByAdafactorState", "scale_by_adafactor"]
 
@@ -106,23 +108,23 @@ def scale_by_adafactor(
             lw.unflatten(spec, rows),
             lw.unflatten(spec, cols),
             lw.unflatten(spec, full),
-            lw.count_init(params),
+            counters.count_init(params),
         )
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         if params is None:
             raise ValueError("scale_by_adafactor needs 'params' (its step is relative to them)")
         # None marks both a hidden leaf (a parameter without gradient this step, see
-        # difopt._missing) and a statistic this parameter does not keep, so every tree is
+        # difopt._missing_leaves) and a statistic this parameter does not keep, so every tree is
         # flattened with its None leaves and a None update leaf is passed through.
         gs, spec = lw.flatten_with_none(updates)
         ps, _ = lw.flatten_with_none(params)
         rows, _ = lw.flatten_with_none(state.row_var)
         cols, _ = lw.flatten_with_none(state.col_var)
         full, _ = lw.flatten_with_none(state.variance)
-        lr_t = lr(lw.step_value(state.count)) if callable(lr) else lr  # schedules see t - 1
-        count = lw.count_inc(state.count, inplace)
-        t = lw.step_value(count)
+        lr_t = lr(counters.step_value(state.count)) if callable(lr) else lr  # schedules see t - 1
+        count = counters.count_inc(state.count, inplace)
+        t = counters.step_value(count)
         if isinstance(t, int) and not torch.is_tensor(lr_t):
             rho: Any = min(lr_t, t**-0.5)
             decay: Any = float(t) ** beta2_decay

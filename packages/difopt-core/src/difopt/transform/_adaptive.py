@@ -15,9 +15,18 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from difopt import _leafwise as lw
+from difopt import _step_counters as counters
 from difopt import _validate as check
+from difopt._factory import transformation
 from difopt._shapes import param_shaped
-from difopt.base import FusedApplyTransformation, GradientTransformation, transformation
+from difopt.base import GradientTransformation
+from difopt.transform._kernels import (
+    add_ratio_of_root,
+    div_by_root,
+    fused_backward_applies,
+    maximum,
+    ratio_of_root,
+)
 
 __all__ = [
     "ScaleByAdaDeltaState",
@@ -58,12 +67,12 @@ def _step(count: Any, updates: Sequence[torch.Tensor]) -> int | torch.Tensor:
     """The step value of ``count`` (see :func:`difopt._leafwise.step_value`); a counter that
     cannot be read (traced under ``torch.compile``, batched under ``vmap``) as a float tensor
     of the updates' precision (see :func:`difopt._leafwise.real_step`)."""
-    t = lw.step_value(count)
+    t = counters.step_value(count)
     if isinstance(t, int) or not updates:
         return t
     # The widest precision among the leaves: a float64 leaf beside float32 ones gets float64.
     doubles = [u for u in updates if u.dtype in (torch.float64, torch.complex128)]
-    return lw.real_step(t, doubles[0] if doubles else updates[0])
+    return counters.real_step(t, doubles[0] if doubles else updates[0])
 
 
 @param_shaped("mu", "nu")
@@ -86,9 +95,8 @@ def _adam_direction(
 ) -> list[torch.Tensor]:
     """``(mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)``."""
     scalars = not torch.is_tensor(bc1) and not torch.is_tensor(bc2)
-    if scalars and _fused_backward_applies(inplace, mu, nu):
-        ratio = _RatioOfRoot.apply(1.0 / bc1, eps, 1.0 / bc2, eps_root, len(mu), 0, *mu, *nu)
-        return list(ratio)
+    if scalars and fused_backward_applies(inplace, mu, nu):
+        return ratio_of_root(1.0 / bc1, eps, 1.0 / bc2, eps_root, mu, nu)
     if inplace and eps_root == 0.0 and not torch.is_tensor(bc1):
         # In place on a fresh buffer (no graph to keep): sqrt(nu / bc2) + eps, times bc1,
         # takes two scalar passes, and mu is divided once.
@@ -103,164 +111,8 @@ def _adam_direction(
     return lw.div(lw.mul(mu, 1.0 / bc1), denom)
 
 
-def _add_ratio(
-    ps: lw.Tensors, num: lw.Tensors, root: lw.Tensors, eps: float, value: float, inplace: bool
-) -> list[torch.Tensor]:
-    """``ps + value * num / (root + eps)``, into ``ps`` when ``inplace``.
-
-    ``root`` must be fresh tensors (a square root just computed): ``eps`` is added into them.
-    This is the last pass of torch.optim's Adam and RMSprop, so the values round alike.
-    """
-    if inplace:
-        torch._foreach_add_(root, eps)
-        torch._foreach_addcdiv_(ps, num, root, value=value)
-        return list(ps)
-    denom = torch._foreach_add(root, eps)
-    if not torch.is_grad_enabled() or _foreach_addcdiv_backward_ok(ps):
-        return list(torch._foreach_addcdiv(ps, num, denom, value=value))
-    return list(torch._foreach_add(ps, torch._foreach_div(num, denom), alpha=value))
-
-
-class _RatioOfRoot(torch.autograd.Function):
-    """``[ps +] value * num / (sqrt(b * x + c) + eps)`` over lists of tensors, with one
-    backward for the whole expression.
-
-    Autograd through the composite of foreach ops runs about nine full-size passes per
-    tensor in the backward; this one runs six: ``r = grad / d``, then ``value * r`` for
-    ``num`` and ``-value b / 2 * r * num / (d s)`` for ``x``, with ``s = sqrt(b x + c)`` and
-    ``d = s + eps`` saved by the forward. Where ``s`` is 0 the derivative in ``x`` is taken
-    as 0, as :func:`difopt._leafwise.sqrt` does. A backward that is itself recorded
-    (``create_graph=True``) recomputes ``s`` and ``d`` from ``x`` on the graph, so higher
-    derivatives are exact too. Without ``ps`` (``n_ps == 0``) the output is the ratio alone.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        value: float,
-        eps: float,
-        b: float,
-        c: float,
-        n: int,
-        n_ps: int,
-        *tensors: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        ps, num, xs = tensors[:n_ps], tensors[n_ps : n_ps + n], tensors[n_ps + n :]
-        if b != 1.0:
-            root = list(torch._foreach_mul(xs, b))
-            if c:
-                torch._foreach_add_(root, c)
-        elif c:
-            root = list(torch._foreach_add(xs, c))
-        else:
-            root = list(torch._foreach_sqrt(xs))
-        if b != 1.0 or c:
-            torch._foreach_sqrt_(root)
-        denom = torch._foreach_add(root, eps)
-        if n_ps:
-            out = torch._foreach_addcdiv(ps, num, denom, value=value)
-        else:
-            out = torch._foreach_div(num, denom)
-            if value != 1.0:
-                torch._foreach_mul_(out, value)
-        ctx.save_for_backward(*num, *xs, *root, *denom)
-        ctx.constants = (value, eps, b, c, n, n_ps)
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
-        value, eps, b, c, n, n_ps = ctx.constants
-        saved = ctx.saved_tensors
-        num, xs = saved[:n], saved[n : 2 * n]
-        recorded = torch.is_grad_enabled()
-        root: list[torch.Tensor]
-        denom: list[torch.Tensor]
-        if recorded:  # a recorded backward: s and d as functions of x
-            root = [(b * x + c).sqrt() for x in xs]
-            denom = [r + eps for r in root]
-        else:
-            root, denom = list(saved[2 * n : 3 * n]), list(saved[3 * n :])
-        ratio = torch._foreach_div(grads, denom)
-        d_num = torch._foreach_mul(ratio, value)
-        d_x: list[torch.Tensor] = list(torch._foreach_mul(ratio, num))
-        scale = torch._foreach_mul(denom, root)
-        if recorded:
-            d_x = list(torch._foreach_mul(torch._foreach_div(d_x, scale), -0.5 * value * b))
-        else:
-            torch._foreach_div_(d_x, scale)
-            torch._foreach_mul_(d_x, -0.5 * value * b)
-        if not c:  # sqrt's subgradient 0 where x is 0 (see _leafwise.sqrt)
-            d_x = [torch.where(r > 0, d, 0.0) for r, d in zip(root, d_x)]
-        return (None,) * 6 + (*grads[:n_ps], *d_num, *d_x)
-
-
-def _fused_backward_applies(inplace: bool, *lists: lw.Tensors) -> bool:
-    """Whether :class:`_RatioOfRoot` should run: an out-of-place update on the autograd graph
-    of tensors foreach ops take (not under a torch.func transform, whose batching rules it
-    does not have)."""
-    return (
-        not inplace
-        and torch.is_grad_enabled()
-        and not torch._C._are_functorch_transforms_active()
-        and any(t.requires_grad for xs in lists for t in xs)
-        and all(lw.foreach_ok(xs) for xs in lists)
-    )
-
-
-def _div_by_root(num: lw.Tensors, xs: lw.Tensors, eps: float, inplace: bool) -> list[torch.Tensor]:
-    """``num / (sqrt(xs) + eps)``: on the autograd graph with :class:`_RatioOfRoot`'s fused
-    backward, elsewhere the composite."""
-    if _fused_backward_applies(inplace, num, xs):
-        return list(_RatioOfRoot.apply(1.0, eps, 1.0, 0.0, len(num), 0, *num, *xs))
-    return lw.div(num, lw.add_scalar(lw.sqrt(xs), eps))
-
-
-def _add_ratio_of_root(
-    ps: lw.Tensors,
-    num: lw.Tensors,
-    xs: lw.Tensors,
-    c: float,
-    eps: float,
-    value: float,
-    inplace: bool,
-    xs_fresh: bool = False,
-) -> list[torch.Tensor]:
-    """``ps + value * num / (sqrt(xs + c) + eps)``, into ``ps`` when ``inplace``; on the
-    autograd graph with :class:`_RatioOfRoot`'s fused backward. ``xs_fresh``: ``xs`` is a
-    buffer of the caller's that may be overwritten (not a state)."""
-    if _fused_backward_applies(inplace, ps, num, xs):
-        return list(_RatioOfRoot.apply(value, eps, 1.0, c, len(num), len(ps), *ps, *num, *xs))
-    root: lw.Tensors
-    if c:
-        root = lw.sqrt(lw.add_scalar(xs, c), positive=True)
-    elif inplace and xs_fresh and not lw.on_graph(xs):
-        root = xs  # no graph: its square root in place
-        torch._foreach_sqrt_(root)
-    else:
-        root = lw.sqrt(xs)
-    return _add_ratio(ps, num, root, eps, value, inplace)
-
-
-def _foreach_addcdiv_backward_ok(xs: lw.Tensors) -> bool:
-    """Whether torch 2.13's backward of ``_foreach_addcdiv`` survives these shapes: it reads
-    row ``i`` of the ``i``-th tensor, and raises an IndexError where that row does not exist
-    (a 0-d tensor, or a first dimension of ``i`` or less; a bias of 2 elements third in the
-    list is enough). Where it survives, its values are right (tested)."""
-    return all(x.dim() > 0 and x.shape[0] > i for i, x in enumerate(xs))
-
-
 def _fusable(gs: lw.Tensors, ps: lw.Tensors) -> bool:
     return lw.foreach_ok(gs) and len(ps) == len(gs)
-
-
-def _maximum(old: lw.Tensors, new: lw.Tensors, inplace: bool) -> list[torch.Tensor]:
-    """AMSGrad's running maximum ``max(old, new)``, into ``old`` when ``inplace``."""
-    if inplace and lw.foreach_ok(old):
-        torch._foreach_maximum_(old, new)
-        return list(old)
-    if inplace:
-        return [torch.maximum(m, v, out=m) for m, v in zip(old, new)]
-    return [torch.maximum(m, v) for m, v in zip(old, new)]
 
 
 def _adam_apply(
@@ -281,19 +133,19 @@ def _adam_apply(
     ps = lw.leaves(params)
     if not _fusable(gs, ps):
         return None
-    t = lw.uniform_step(state.count)
+    t = counters.uniform_step(state.count)
     if t is None:  # counters that differ, or traced ones: keep to update()
         return None
     mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
     nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-    second = _maximum(lw.leaves(state.nu_max), nu, inplace) if amsgrad else nu
-    count = lw.count_inc(state.count, inplace)
+    second = maximum(lw.leaves(state.nu_max), nu, inplace) if amsgrad else nu
+    count = counters.count_inc(state.count, inplace)
     t += 1
     bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
     # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
     #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
     value = factor * math.sqrt(bc2) / bc1
-    new_params = _add_ratio_of_root(
+    new_params = add_ratio_of_root(
         ps, mu, second, eps_root * bc2, eps * math.sqrt(bc2), value, inplace
     )
     trees = (lw.unflatten(spec, mu), lw.unflatten(spec, nu))
@@ -326,35 +178,7 @@ def scale_by_adam(
     References:
         Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014.
     """
-    check.unit_interval("b1", b1)
-    check.unit_interval("b2", b2)
-    check.non_negative("eps", eps)
-    check.non_negative("eps_root", eps_root)
-
-    def init(params: Any) -> ScaleByAdamState:
-        mu, nu = _moments(params, 2, moment_requires_grad)
-        return ScaleByAdamState(mu=mu, nu=nu, count=lw.count_init(params))
-
-    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
-        gs, spec = lw.flatten(updates)
-        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
-        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-        count = lw.count_inc(state.count, inplace)
-        t = _step(count, gs)
-        out = _adam_direction(
-            mu, nu, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
-        )
-        new_state = ScaleByAdamState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
-        return lw.unflatten(spec, out), new_state
-
-    def apply_scaled(
-        updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
-    ) -> tuple[list[torch.Tensor], ScaleByAdamState] | None:
-        return _adam_apply(
-            updates, state, params, factor, inplace, b1, b2, eps, eps_root, amsgrad=False
-        )
-
-    return FusedApplyTransformation(init, update, apply_scaled)
+    return _adam_family(b1, b2, eps, eps_root, moment_requires_grad, amsgrad=False)
 
 
 @param_shaped("mu", "nu", "nu_max")
@@ -396,38 +220,58 @@ def scale_by_amsgrad(
     References:
         Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
     """
+    return _adam_family(b1, b2, eps, eps_root, moment_requires_grad, amsgrad=True)
+
+
+def _adam_family(
+    b1: float,
+    b2: float,
+    eps: float,
+    eps_root: float,
+    moment_requires_grad: bool,
+    amsgrad: bool,
+) -> GradientTransformation:
+    """Adam, or with ``amsgrad`` AMSGrad: the same moments and step, AMSGrad dividing by the
+    running maximum of the second moment (one more state field, ``nu_max``)."""
     check.unit_interval("b1", b1)
     check.unit_interval("b2", b2)
     check.non_negative("eps", eps)
     check.non_negative("eps_root", eps_root)
 
-    def init(params: Any) -> ScaleByAmsgradState:
-        mu, nu, nu_max = _moments(params, 3, moment_requires_grad)
-        return ScaleByAmsgradState(mu=mu, nu=nu, nu_max=nu_max, count=lw.count_init(params))
+    def make_state(moments: list[Any], count: Any) -> Any:
+        if amsgrad:
+            mu, nu, nu_max = moments
+            return ScaleByAmsgradState(mu, nu, nu_max, count)
+        mu, nu = moments
+        return ScaleByAdamState(mu, nu, count)
+
+    def init(params: Any) -> Any:
+        return make_state(
+            _moments(params, 3 if amsgrad else 2, moment_requires_grad), counters.count_init(params)
+        )
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-        nu_max = _maximum(lw.leaves(state.nu_max), nu, inplace)
-        count = lw.count_inc(state.count, inplace)
+        moments = [mu, nu]
+        if amsgrad:
+            moments.append(maximum(lw.leaves(state.nu_max), nu, inplace))
+        count = counters.count_inc(state.count, inplace)
         t = _step(count, gs)
         out = _adam_direction(
-            mu, nu_max, 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
+            mu, moments[-1], 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
         )
-        new_state = ScaleByAmsgradState(
-            lw.unflatten(spec, mu), lw.unflatten(spec, nu), lw.unflatten(spec, nu_max), count
-        )
-        return lw.unflatten(spec, out), new_state
+        return lw.unflatten(spec, out), make_state([lw.unflatten(spec, m) for m in moments], count)
 
     def apply_scaled(
         updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
-    ) -> tuple[list[torch.Tensor], ScaleByAmsgradState] | None:
+    ) -> tuple[list[torch.Tensor], Any] | None:
         return _adam_apply(
-            updates, state, params, factor, inplace, b1, b2, eps, eps_root, amsgrad=True
+            updates, state, params, factor, inplace, b1, b2, eps, eps_root, amsgrad=amsgrad
         )
 
-    return FusedApplyTransformation(init, update, apply_scaled)
+    return GradientTransformation(init, update).declare(apply_scaled=apply_scaled)
 
 
 @param_shaped("mu", "nu")
@@ -453,14 +297,14 @@ def scale_by_adamax(
 
     def init(params: Any) -> ScaleByAdamaxState:
         mu, nu = _moments(params, 2, moment_requires_grad)
-        return ScaleByAdamaxState(mu=mu, nu=nu, count=lw.count_init(params))
+        return ScaleByAdamaxState(mu=mu, nu=nu, count=counters.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         norm = [torch.maximum(n * b2, g.abs() + eps) for n, g in zip(lw.leaves(state.nu), gs)]
         nu = lw.assign(lw.leaves(state.nu), norm, inplace)
-        count = lw.count_inc(state.count, inplace)
+        count = counters.count_inc(state.count, inplace)
         bc1 = 1.0 - _power(b1, _step(count, gs))
         out = [m / (bc1 * n) for m, n in zip(mu, nu)]
         new_state = ScaleByAdamaxState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
@@ -499,13 +343,13 @@ def scale_by_radam(
 
     def init(params: Any) -> ScaleByRAdamState:
         mu, nu = _moments(params, 2, moment_requires_grad)
-        return ScaleByRAdamState(mu=mu, nu=nu, count=lw.count_init(params))
+        return ScaleByRAdamState(mu=mu, nu=nu, count=counters.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-        count = lw.count_inc(state.count, inplace)
+        count = counters.count_inc(state.count, inplace)
         t = _step(count, gs)
         bc1 = 1.0 - _power(b1, t)
         bc2 = 1.0 - _power(b2, t)
@@ -599,7 +443,7 @@ def scale_by_rms(
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
-        out = _div_by_root(gs, nu, eps, inplace)
+        out = div_by_root(gs, nu, eps, inplace)
         return lw.unflatten(spec, out), ScaleByRmsState(lw.unflatten(spec, nu))
 
     def apply_scaled(
@@ -610,10 +454,10 @@ def scale_by_rms(
         if not _fusable(gs, ps):
             return None
         nu = lw.ema_sq(lw.leaves(state.nu), gs, alpha, inplace)
-        new_params = _add_ratio_of_root(ps, gs, nu, 0.0, eps, factor, inplace)
+        new_params = add_ratio_of_root(ps, gs, nu, 0.0, eps, factor, inplace)
         return new_params, ScaleByRmsState(lw.unflatten(spec, nu))
 
-    return FusedApplyTransformation(init, update, apply_scaled)
+    return GradientTransformation(init, update).declare(apply_scaled=apply_scaled)
 
 
 @param_shaped("mu", "nu")
@@ -661,7 +505,7 @@ def scale_by_stddev(
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         mu, nu, var = moments(gs, state, inplace)
-        out = _div_by_root(gs, var, eps, inplace)
+        out = div_by_root(gs, var, eps, inplace)
         new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
         return lw.unflatten(spec, out), new_state
 
@@ -673,11 +517,11 @@ def scale_by_stddev(
         if not _fusable(gs, ps):
             return None
         mu, nu, var = moments(gs, state, inplace)
-        new_params = _add_ratio_of_root(ps, gs, var, 0.0, eps, factor, inplace, xs_fresh=True)
+        new_params = add_ratio_of_root(ps, gs, var, 0.0, eps, factor, inplace, xs_fresh=True)
         new_state = ScaleByRStdDevState(lw.unflatten(spec, mu), lw.unflatten(spec, nu))
         return new_params, new_state
 
-    return FusedApplyTransformation(init, update, apply_scaled)
+    return GradientTransformation(init, update).declare(apply_scaled=apply_scaled)
 
 
 @param_shaped("sum_of_squares")
@@ -710,7 +554,7 @@ def scale_by_rss(
             s: lw.Tensors = s_old
         else:
             s = lw.assign(s_old, [a + g * g for a, g in zip(s_old, gs)], inplace)
-        out = _div_by_root(gs, s, eps, inplace)
+        out = div_by_root(gs, s, eps, inplace)
         return lw.unflatten(spec, out), ScaleByRssState(lw.unflatten(spec, s))
 
     return GradientTransformation(init, update)
@@ -749,13 +593,13 @@ def scale_by_nadam(
         mu, nu = _moments(params, 2, moment_requires_grad)
         ps, spec = lw.flatten(params)
         ones = lw.unflatten(spec, [torch.ones((), dtype=torch.float64) for _ in ps])
-        return ScaleByNadamState(mu=mu, nu=nu, count=lw.count_init(params), mu_product=ones)
+        return ScaleByNadamState(mu=mu, nu=nu, count=counters.count_init(params), mu_product=ones)
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-        count = lw.count_inc(state.count, inplace)
+        count = counters.count_inc(state.count, inplace)
         t = _step(count, gs)
         m_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
         m_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
@@ -848,11 +692,11 @@ def scale_by_adan(
 
     def init(params: Any) -> ScaleByAdanState:
         mu, delta, nu, prev = _moments(params, 4, moment_requires_grad)
-        return ScaleByAdanState(mu, delta, nu, prev, lw.count_init(params))
+        return ScaleByAdanState(mu, delta, nu, prev, counters.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
-        first = lw.step_value(state.count)
+        first = counters.step_value(state.count)
         prev = lw.leaves(state.prev)
         if isinstance(first, int):
             diff = lw.zeros_like(gs) if first == 0 else lw.add(gs, prev, alpha=-1.0)
@@ -862,7 +706,7 @@ def scale_by_adan(
         delta = lw.ema(lw.leaves(state.delta), diff, b2, inplace)
         nu = lw.ema_sq(lw.leaves(state.nu), lw.add(gs, diff, alpha=b2), b3, inplace)
         new_prev = lw.assign(prev, gs, inplace)
-        count = lw.count_inc(state.count, inplace)
+        count = counters.count_inc(state.count, inplace)
         t = _step(count, gs)
         bc1, bc2, bc3 = (1.0 - _power(b, t) for b in (b1, b2, b3))
         out = [

@@ -8,9 +8,11 @@ from typing import Any, NamedTuple
 import torch
 
 from difopt import _leafwise as lw
+from difopt import _step_counters as counters
 from difopt import _validate as check
+from difopt._factory import transformation
 from difopt._shapes import param_shaped
-from difopt.base import GradientTransformation, transformation
+from difopt.base import GradientTransformation
 from difopt.transform._adaptive import _step
 from difopt.transform._core import _check_same_structure, _require_params
 
@@ -72,15 +74,15 @@ def scale_by_asgd(
             ax=lw.unflatten(spec, lw.zeros_like(ps)),
             eta=lw.unflatten(spec, _scalars(len(ps), start)),
             mu=lw.unflatten(spec, _scalars(len(ps), 1.0)),
-            count=lw.count_init(params),
+            count=counters.count_init(params),
         )
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         _require_params(params, "scale_by_asgd")
         gs, spec = lw.flatten(updates)
         ps = _check_same_structure(spec, params, "scale_by_asgd")
-        before = lw.step_value(state.count)  # steps taken so far (the counters agree here)
-        count = lw.count_inc(state.count, inplace)
+        before = counters.step_value(state.count)  # steps taken so far (the counters agree here)
+        count = counters.count_inc(state.count, inplace)
         etas, mus, axs = lw.leaves(state.eta), lw.leaves(state.mu), lw.leaves(state.ax)
         out, new_axs = [], []
         for g, p, eta, mu, ax in zip(gs, ps, etas, mus, axs):

@@ -8,9 +8,11 @@ from typing import Any, Callable, NamedTuple
 import torch
 
 from difopt import _leafwise as lw
+from difopt import _step_counters as counters
 from difopt import _validate as check
+from difopt._factory import transformation
 from difopt._shapes import param_shaped
-from difopt.base import EmptyState, GradientTransformation, transformation
+from difopt.base import EmptyState, GradientTransformation, identity
 
 __all__ = [
     "MaskedState",
@@ -62,7 +64,8 @@ def scale(step_size: float) -> GradientTransformation:
         xs, spec = lw.flatten(updates)
         return lw.unflatten(spec, lw.mul(xs, step_size)), state
 
-    return GradientTransformation(init, update)
+    constant = float(step_size) if isinstance(step_size, (int, float)) else None
+    return GradientTransformation(init, update).declare(scale=constant)
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -82,13 +85,15 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
         raise TypeError(f"Invalid value for 'step_size_fn': {step_size_fn!r} (expected a callable)")
 
     def init(params: Any) -> ScaleByScheduleState:
-        return ScaleByScheduleState(count=lw.count_init(params))
+        return ScaleByScheduleState(count=counters.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
-        factor = step_size_fn(lw.step_value(state.count))
+        factor = step_size_fn(counters.step_value(state.count))
         out = lw.mul(xs, factor)
-        return lw.unflatten(spec, out), ScaleByScheduleState(lw.count_inc(state.count, inplace))
+        return lw.unflatten(spec, out), ScaleByScheduleState(
+            counters.count_inc(state.count, inplace)
+        )
 
     return GradientTransformation(init, update)
 
@@ -134,7 +139,7 @@ def scale_by_neg_lr(lr: Any) -> GradientTransformation:
         return scale_by_schedule(_NegatedSchedule(lr))
     if isinstance(lr, torch.Tensor):
         return _scale_by_neg_tensor(lr)
-    return scale(-lr)
+    return scale(-lr).declare(learning_rate=lr)
 
 
 @transformation
@@ -153,8 +158,6 @@ def flip_sign_and_add_weight_decay(
     check.non_negative("weight_decay", weight_decay)
     check.boolean("maximize", maximize)
     if weight_decay == 0.0 and not maximize:
-        from difopt.base import identity
-
         return identity()
 
     def init(params: Any) -> EmptyState:
@@ -212,12 +215,12 @@ def trace(
     def init(params: Any) -> TraceState:
         ps, spec = lw.flatten(params)
         buf = lw.zeros_like(ps, moment_requires_grad)
-        return TraceState(trace=lw.unflatten(spec, buf), count=lw.count_init(params))
+        return TraceState(trace=lw.unflatten(spec, buf), count=counters.count_init(params))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
         buf = lw.leaves(state.trace)
-        first = lw.step_value(state.count)
+        first = counters.step_value(state.count)
         if isinstance(first, int):
             if first == 0:
                 new = lw.assign(buf, gs, inplace)
@@ -227,12 +230,12 @@ def trace(
             else:
                 new = lw.add(lw.mul(buf, momentum), gs, alpha=1.0 - dampening)
         else:  # traced counter: select the first-step branch arithmetically
-            damp = lw.where_first(first, 1.0, 1.0 - dampening, gs[0])
-            mom = lw.where_first(first, 0.0, momentum, gs[0])
+            damp = counters.where_first(first, 1.0, 1.0 - dampening, gs[0])
+            mom = counters.where_first(first, 0.0, momentum, gs[0])
             new = [b * mom + damp * g for b, g in zip(buf, gs)]
             new = lw.assign(buf, new, inplace)
         out = lw.add(gs, new, alpha=momentum) if nesterov else new
-        new_state = TraceState(lw.unflatten(spec, new), lw.count_inc(state.count, inplace))
+        new_state = TraceState(lw.unflatten(spec, new), counters.count_inc(state.count, inplace))
         return lw.unflatten(spec, out), new_state
 
     return GradientTransformation(init, update)
@@ -273,7 +276,7 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
         raise TypeError(f"Invalid value for 'inner': {inner!r} (expected a GradientTransformation)")
 
     # A callable mask cannot be evaluated on a parameter whose update is missing (the chain
-    # hides it, see difopt._missing); its flag is then the one computed at init for the same
+    # hides it, see difopt._missing_leaves); its flag is then the one computed at init for the same
     # tree structure.
     flags_at_init: dict[Any, list[bool]] = {}
 
@@ -286,7 +289,7 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         # None leaves (missing updates) are kept as leaves so that the mask lines up; the
-        # inner transformation receives them and passes them through (difopt._missing).
+        # inner transformation receives them and passes them through (difopt._missing_leaves).
         xs, spec = lw.flatten_with_none(updates)
         if callable(mask) and params is None:
             raise ValueError("masked() with a callable 'mask' needs 'params' in update()")

@@ -18,8 +18,9 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
+from difopt._factory import transformation
 from difopt._shapes import param_shaped
-from difopt.base import GradientTransformation, transformation
+from difopt.base import GradientTransformation
 from difopt.pytree import NAMESPACE
 
 __all__ = [

@@ -10,8 +10,9 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _validate as check
+from difopt._factory import transformation
 from difopt._shapes import param_shaped
-from difopt.base import GradientTransformation, transformation
+from difopt.base import GradientTransformation
 
 __all__ = ["ScaleByRpropState", "scale_by_rprop"]
 

@@ -10,7 +10,7 @@ from torch import nn
 from difopt import _leafwise as lw
 from difopt import _state
 from difopt.base import GradientTransformation
-from difopt.optim import _plan
+from difopt.optim import _fused_step
 
 __all__ = ["STEP_METADATA_KEY", "MetaOptimizer"]
 
@@ -55,7 +55,7 @@ class MetaOptimizer:
         if not isinstance(impl, GradientTransformation):
             raise TypeError(f"'impl' must be a GradientTransformation, got {type(impl).__name__}")
         self.impl = impl
-        self._plan = _plan.make_plan(impl)
+        self._plan = _fused_step.make_plan(impl)
         self._step_count = 0
         self.param_containers_groups: list[tuple[dict[str, Any], ...]] = []
         self.state_groups: list[Any] = []
@@ -99,7 +99,7 @@ class MetaOptimizer:
             params = tuple(flat[start : start + len(group)])
             g = tuple(grads[start : start + len(group)])
             start += len(group)
-            values, state = _plan.step(self.impl, self._plan, g, state, params, inplace=False)
+            values, state = _fused_step.step(self.impl, self._plan, g, state, params, inplace=False)
             new_states.append(state)
             new_params.append(values)
         for group, values in zip(slots, new_params):

@@ -2,8 +2,8 @@
 
 Every alias ends with a constant learning-rate scale, and the parameters are then updated by
 ``params + updates``. Folding that scale into the add (``params + c * updates``) saves a pass
-over memory; when the last adaptive transformation offers ``apply_scaled`` (see
-:class:`difopt.base.FusedApplyTransformation`) its division and the add fuse too (one
+over memory; when the last adaptive transformation declares a fused apply (see
+:class:`difopt.base.Properties`) its division and the add fuse too (one
 ``addcdiv``), as torch.optim's foreach kernels do. In the differentiable mode this also cuts
 the autograd graph of a step by a third. ``update`` stays the definition; the tests compare
 both paths.
@@ -24,27 +24,15 @@ class StepPlan(NamedTuple):
     factor: float
 
 
-def constant_scale(t: GradientTransformation) -> float | None:
-    call = getattr(t, "_difopt_call", None)
-    if call is None:
-        return None
-    factory, arguments = call[0].__name__, dict(call[1])
-    if factory == "scale" and isinstance(arguments["step_size"], (int, float)):
-        return float(arguments["step_size"])
-    if factory == "scale_by_neg_lr" and isinstance(arguments["lr"], (int, float)):
-        return -float(arguments["lr"])
-    return None
-
-
 def make_plan(impl: GradientTransformation) -> StepPlan | None:
     """The plan for ``impl``, or None when it does not end with a constant scale."""
     if not isinstance(impl, ChainedGradientTransformation) or len(impl.transformations) < 2:
         return None
     *head, last = impl.transformations
-    factor = constant_scale(last)
+    factor = last.properties.scale
     if factor is None:
         return None
-    adaptive = head.pop() if head and getattr(head[-1], "_difopt_apply", None) else None
+    adaptive = head.pop() if head and head[-1].properties.apply_scaled else None
     return StepPlan(ChainedGradientTransformation(*head), adaptive, factor)
 
 
@@ -66,7 +54,7 @@ def step(
     """Return ``(new_params, new_state)``; with ``inplace`` the params are updated in place.
 
     A ``None`` gradient leaves its parameter (the same tensor) and its per-parameter state as
-    they are (see :mod:`difopt._missing`); such a step takes the unfused path.
+    they are (see :mod:`difopt._missing_leaves`); such a step takes the unfused path.
     """
     if any(g is None for g in grads):
         updates, state = _whole(impl).update(grads, state, params=params, inplace=inplace)
@@ -79,7 +67,7 @@ def step(
     n = len(plan.head.transformations)
     updates, head_state = plan.head.update(grads, state[:n], params=params, inplace=inplace)
     if plan.adaptive is not None:
-        fused = plan.adaptive._difopt_apply(  # type: ignore[attr-defined]
+        fused = plan.adaptive.properties.apply_scaled(  # type: ignore[misc]
             updates, state[n], params=params, factor=plan.factor, inplace=inplace
         )
         if fused is not None:

@@ -29,22 +29,13 @@ import optree
 import torch
 
 from difopt import _leafwise as lw
+from difopt import _step_counters as counters
 from difopt._shapes import check_update_shapes
 from difopt.pytree import NAMESPACE
 
-__all__ = ["by_step", "complete_update", "none_aware"]
+__all__ = ["by_step", "none_aware"]
 
 UpdateFn = Callable[..., tuple[Any, Any]]
-
-# True while a classic optimizer's compiled step runs on counters it knows agree (it steps
-# eagerly once they may differ, see difopt.optim.base): by_step then leaves out the run-time
-# check it adds to other compiled updates.
-_known_equal_counters = False
-
-
-def known_equal_counters(value: bool) -> None:
-    global _known_equal_counters
-    _known_equal_counters = value
 
 
 def none_aware(update: UpdateFn) -> UpdateFn:
@@ -66,7 +57,6 @@ def none_aware(update: UpdateFn) -> UpdateFn:
         out, new_state = update(updates, hidden_state, params=hidden_params, inplace=inplace)
         return out, _restore(state, new_state, spec, missing)
 
-    wrapper._difopt_complete = update  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -83,12 +73,12 @@ def by_step(update: UpdateFn) -> UpdateFn:
     ) -> tuple[Any, Any]:
         # A NamedTuple state with a ``count`` field (every tuple has a count *method*).
         count = state.count if "count" in getattr(state, "_fields", ()) else None
-        values = None if count is None else lw.step_values(count)
+        values = None if count is None else counters.step_values(count)
         if values == []:  # no parameters: nothing steps (a step value would be meaningless)
             return updates, state
         if values is None:
-            if torch.compiler.is_compiling() and not _known_equal_counters:
-                lw.assert_counters_agree(count)
+            if torch.compiler.is_compiling():
+                counters.assert_counters_agree(count)
             return update(updates, state, params=params, inplace=inplace)
         if all(v == values[0] for v in values):
             return update(updates, state, params=params, inplace=inplace)
@@ -119,14 +109,6 @@ def _spread(values: Sequence[int], leaves: Sequence[Any]) -> list[int | None]:
     """``values`` (one per non-None leaf) laid out over ``leaves`` (None where a leaf is None)."""
     it = iter(values)
     return [None if leaf is None else next(it) for leaf in leaves]
-
-
-def complete_update(update: UpdateFn) -> UpdateFn:
-    """The function :func:`none_aware` wrapped (``update`` itself if it wraps nothing).
-
-    A chain hides the missing leaves once for all its parts' states and calls these.
-    """
-    return getattr(update, "_difopt_complete", update)
 
 
 def _shaped_like(tree: Any, spec: optree.PyTreeSpec) -> bool:
