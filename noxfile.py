@@ -207,6 +207,31 @@ def template(session: nox.Session) -> None:
     session.run("pytest", str(path / "tests"), "--import-mode=importlib", "-p", "no:cacheprovider")
 
 
+# A third-party optimizer package, outside packages/: what someone who is not a difopt
+# developer would publish (one difopt.optimizers entry point, difopt's public API only).
+THIRD_PARTY = ROOT / "examples" / "third_party_optimizer"
+
+
+@nox.session
+def third_party(session: nox.Session) -> None:
+    """Install examples/third_party_optimizer beside difopt-core and test it: its own tests
+    (against pytorch-optimizer's AdEMAMix) and difopt-core's conformance suite, which covers
+    every registered optimizer and so this one too."""
+    _pip(session, "torch", str(_package_dir(CORE)), f"{THIRD_PARTY}[test]", "ruff", "mypy")
+    session.run("ruff", "check", str(THIRD_PARTY))
+    session.run("ruff", "format", "--check", str(THIRD_PARTY))
+    session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), str(THIRD_PARTY / "src"))
+    session.run(
+        "pytest",
+        str(THIRD_PARTY / "tests"),
+        str(_package_dir(CORE) / "tests" / "test_conformance.py"),
+        "--import-mode=importlib",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
+
+
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
     """Everything CI checks: lint, typecheck and tests of every package, the template, the
@@ -215,6 +240,7 @@ def ci(session: nox.Session) -> None:
         session.notify(f"check(package='{package}')")
     session.notify("lint_repo")
     session.notify("template")
+    session.notify("third_party")
     session.notify("examples")
     session.notify("torchopt_tests")
 
