@@ -35,6 +35,7 @@ PACKAGES = (
     "difopt-accel",
     "difopt-distributed",
     "difopt-implicit",
+    "difopt-unroll",
     "difopt-visual",
     "difopt-zeroorder",
 )
@@ -332,7 +333,7 @@ def demo(session: nox.Session) -> None:
 
 
 # The plugins the single-process examples use (the distributed one is tested by its package).
-EXAMPLE_PACKAGES = ("difopt-implicit", "difopt-visual", "difopt-zeroorder")
+EXAMPLE_PACKAGES = ("difopt-implicit", "difopt-unroll", "difopt-visual", "difopt-zeroorder")
 
 
 @nox.session
@@ -340,7 +341,7 @@ def examples(session: nox.Session) -> None:
     """Run every single-process example in examples/ end to end (examples/test_examples.py):
     each must exit 0, i.e. pass its own check that it learned what it shows."""
     targets = [str(_package_dir(p)) for p in (CORE, *EXAMPLE_PACKAGES)]
-    _pip(session, "torch", *targets, "tqdm", "matplotlib", "pytest")
+    _pip(session, "torch", *targets, "tqdm", "matplotlib", "scikit-learn", "pytest")
     session.run(
         "pytest",
         str(ROOT / "examples" / "test_examples.py"),
@@ -369,7 +370,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run benchmarks/run_all.py: difopt beside TorchOpt 0.7.3 and higher 0.2.1, one run."""
+    """Run benchmarks/run_all.py: difopt beside TorchOpt 0.7.3, higher 0.2.1 and torchdeq 0.1.0
+    (benchmarks/deq_digits.py, which also needs scikit-learn's bundled digits), one run."""
     plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
-    _install_package(session, CORE, more=(*plugins, "torchopt==0.7.3", "higher==0.2.1"))
+    peers = ("torchopt==0.7.3", "higher==0.2.1", "torchdeq==0.1.0", "scikit-learn")
+    _install_package(session, CORE, more=(*plugins, *peers))
     session.run("python", str(ROOT / "benchmarks" / "run_all.py"), *session.posargs)

@@ -56,6 +56,8 @@ BENCHMARKS = [
     "zero_order_mlp",
     "distributed_maml",
     "implicit_ridge",
+    "deq_digits",
+    "unroll_memory",
 ]
 
 

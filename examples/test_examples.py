@@ -75,3 +75,21 @@ def test_visualize(tmp_path: Path) -> None:
     ):
         assert f"wrote {tmp_path / name}" in out
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_unroll_lr_schedule_digits(tmp_path: Path) -> None:
+    out = run_example(
+        "unroll_lr_schedule_digits.py",
+        *("--steps", "100", "--meta-iters", "5", "--out", str(tmp_path)),
+        tmp_path=tmp_path,
+    )
+    assert "OK: the learned schedule lowers the validation loss" in out
+    assert "peak memory of one meta-gradient (K=100): binomial, budget 12:" in out
+    assert (tmp_path / "unroll_lr_schedule_digits.png").stat().st_size > 0
+
+
+def test_deq_digits(tmp_path: Path) -> None:
+    out = run_example("deq_digits.py", "--epochs", "4", "--out", str(tmp_path), tmp_path=tmp_path)
+    assert "OK: the DEQ learned the digits" in out
+    assert "forward iterations" in out
+    assert (tmp_path / "deq_digits.png").stat().st_size > 0
