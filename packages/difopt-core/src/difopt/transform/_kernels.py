@@ -115,7 +115,11 @@ class _RatioOfRoot(torch.autograd.Function):
             torch._foreach_div_(d_x, scale)
             torch._foreach_mul_(d_x, -0.5 * value * b)
         if not c:  # sqrt's subgradient 0 where x is 0 (see _leafwise.sqrt)
-            d_x = [torch.where(r > 0, d, 0.0) for r, d in zip(root, d_x)]
+            if recorded:
+                d_x = [torch.where(r > 0, d, 0.0) for r, d in zip(root, d_x)]
+            else:  # d_x is this backward's own buffer: zeroed in place, no new tensor
+                for r, d in zip(root, d_x):
+                    d.masked_fill_(r == 0, 0.0)
         return (None,) * 6 + (*grads[:n_ps], *d_num, *d_x)
 
 
