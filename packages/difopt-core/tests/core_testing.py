@@ -5,6 +5,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from typing import Any
+
 import torch
 
 
@@ -35,3 +40,30 @@ def mse(module: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> tor
 
 def max_rel_err(xs, ys) -> float:
     return max(((x - y).abs() / y.abs().clamp_min(1e-12)).max().item() for x, y in zip(xs, ys))
+
+
+def run_python(
+    *args: str,
+    cwd: Any = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python *args`` in a fresh interpreter (this one's executable), capturing text.
+
+    For what one process cannot show: what an import loads, an import hook, a command line.
+    ``env`` entries are added to this process' environment. With ``check`` a nonzero exit fails
+    the calling test with the program's output.
+    """
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"python {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
+    return done

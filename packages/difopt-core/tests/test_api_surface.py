@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 import difopt
+from core_testing import run_python
 from difopt import registry
 
 # TorchOpt 0.7.3: module path -> the public names it exports (its __all__ lists).
@@ -448,10 +449,4 @@ def test_torchopt_module_paths_import_without_loading_plugins():
         "assert difopt.chain.flat is difopt.combine.chain_flat\n"
         "print(sorted(m for m in sys.modules if m.startswith('difopt_')))\n"
     )
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert out.stdout.strip() == "[]"
+    assert run_python("-c", code).stdout.strip() == "[]"

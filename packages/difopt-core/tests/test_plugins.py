@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import warnings
 
 import pytest
 import torch
 
 import difopt
+from core_testing import run_python
 from difopt import registry
 
 FIXTURES = {p.distribution for p in registry.plugins()}
@@ -20,11 +19,8 @@ needs_fixtures = pytest.mark.skipif(
 )
 
 
-def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120
-    )
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_python("-c", code, env=env, check=False)
 
 
 def test_core_optimizers_are_registered_through_the_entry_point_group():
@@ -182,20 +178,11 @@ def test_import_reads_metadata_only():
 
 
 def test_python_m_difopt_info_lists_plugins():
-    out = subprocess.run(
-        [sys.executable, "-m", "difopt", "info"], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_python("-m", "difopt", "info")
     assert f"difopt-core {difopt.__version__}" in out.stdout
     assert "difopt.optimizers:adam" in out.stdout
     if "difopt-fixture-broken" in FIXTURES:
-        out = subprocess.run(
-            [sys.executable, "-m", "difopt", "info", "--load"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stderr
+        out = run_python("-m", "difopt", "info", "--load")
         assert "[failed]" in out.stdout and "[incompatible]" in out.stdout
 
 

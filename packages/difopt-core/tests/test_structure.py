@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import ast
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 import difopt
+from core_testing import run_python
 
 SRC = pathlib.Path(difopt.__file__).resolve().parent  # the installed package
 
@@ -26,10 +25,7 @@ def test_import_difopt_loads_nothing_heavy() -> None:
         "import difopt\n"
         "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    added = out.stdout.split()
+    added = run_python("-c", code).stdout.split()
     heavy = [m for m in added if m.startswith(HEAVY_PREFIXES)]
     assert heavy == [], f"import difopt loads {heavy}"
     assert "difopt.optim" in added  # the check saw the import happen

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from difopt import _leafwise as lw
+from difopt import _validate as check
 from difopt._factory import transformation
 from difopt.base import EmptyState, GradientTransformation
 
@@ -16,18 +17,29 @@ __all__ = ["clip_grad_norm"]
 
 @transformation
 def clip_grad_norm(
-    max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    *,
+    detach_factor: bool = False,
 ) -> GradientTransformation:
     """Rescale updates so their total norm is at most ``max_norm``.
 
     Computes the same as :func:`torch.nn.utils.clip_grad_norm_`: the norm of the vector of all
     leaves' norms, and a factor ``min(1, max_norm / (norm + 1e-6))``.
 
+    Differentiating through a step (a Meta optimizer, ``inplace=False`` updates on the graph)
+    differentiates the factor too, by default: the result is the exact derivative of the
+    clipped step. TorchOpt 0.7.3 computes the factor without grad, treating it as a constant;
+    ``detach_factor=True`` does the same (and its meta-gradients then equal TorchOpt's).
+
     Args:
         max_norm: the largest allowed total norm.
         norm_type: the p of the p-norm; ``float('inf')`` for the max norm.
         error_if_nonfinite: raise if the total norm is NaN or infinite (the updates are then
             left unchanged).
+        detach_factor: treat the clipping factor as a constant in autograd (TorchOpt's
+            behaviour) instead of differentiating it.
     """
     if not isinstance(max_norm, (int, float)) or math.isnan(max_norm) or max_norm < 0:
         raise ValueError(f"Invalid value for 'max_norm': {max_norm!r} (expected a float >= 0)")
@@ -35,6 +47,7 @@ def clip_grad_norm(
         raise ValueError(
             f"Invalid value for 'norm_type': {norm_type!r} (expected a float > 0 or inf)"
         )
+    check.boolean("detach_factor", detach_factor)
 
     def init(params: Any) -> EmptyState:
         return EmptyState()
@@ -54,6 +67,8 @@ def clip_grad_norm(
                 "cannot be clipped; set error_if_nonfinite=False to scale anyway."
             )
         factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        if detach_factor:
+            factor = factor.detach()
         return lw.unflatten(spec, lw.mul(xs, factor)), state
 
     return GradientTransformation(init, update)

@@ -28,6 +28,11 @@ class Optimizer(torch.optim.Optimizer):
     ``state_dict()`` saves it, without torch.optim's state-dict hooks), not torch.optim's
     per-parameter ``state`` dict, which stays empty.
 
+    As TorchOpt's, and unlike torch.optim's, it accepts tensors that are not leaves (a module's
+    parameters after a Meta optimizer's step, which :func:`difopt.stop_gradient` turns back
+    into leaves in place): such a tensor has a ``.grad`` only if it ``retain_grad()``-s, and a
+    step updates it in place, outside autograd, like a leaf; without one it is left alone.
+
     Args:
         params: an iterable of tensors, or of dicts with a ``"params"`` entry (parameter
             groups, as in torch.optim).
@@ -353,9 +358,4 @@ def _as_tensor_list(params: Any, name: str) -> list[torch.Tensor]:
     for i, t in enumerate(tensors):
         if not torch.is_tensor(t):
             raise TypeError(f"'{name}' must contain tensors; item {i} is {type(t).__name__}")
-        if not t.is_leaf:
-            raise ValueError(
-                f"'{name}' item {i} is not a leaf tensor; the classic optimizer updates leaves "
-                "in place (use a Meta optimizer or FuncOptimizer to step non-leaf tensors)"
-            )
     return tensors

@@ -1,0 +1,238 @@
+"""What a TorchOpt 0.7.3 user's code meets when it moves to difopt unchanged (issue 17).
+
+Each case comes from TorchOpt's tutorials or docs: the behaviour TorchOpt documents is the
+oracle, and where difopt deliberately differs (the derivative of gradient clipping), the closed
+form of both derivatives is. The ``torchopt`` import alias (:mod:`difopt.compat`) is tested in
+fresh interpreters, since it changes the import system of the process.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+import pytest
+import torch
+
+import difopt
+from core_testing import run_python
+
+
+class _Quadratic(torch.nn.Module):
+    """TorchOpt tutorial 3's network: ``a * x**2`` with ``a`` initialised to 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * x**2
+
+
+# -- the classic optimizer on tensors that are not leaves ------------------------------------
+
+
+def test_a_classic_optimizer_accepts_parameters_after_a_meta_step():
+    # TorchOpt tutorial 3: after a MetaSGD step the module's parameters are not leaves.
+    net = torch.nn.Linear(1, 1)
+    difopt.MetaSGD(net, lr=0.1).step(net(torch.ones(1)).sum())
+    assert not net.weight.is_leaf
+    opt = difopt.Adam(net.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in net.parameters()]
+    # No .grad on a non-leaf that does not retain it: nothing moves, as in TorchOpt, and torch
+    # says why when the step reads it.
+    with pytest.warns(UserWarning, match="not a leaf"):
+        opt.step()
+    for p, b in zip(net.parameters(), before):
+        assert torch.equal(p.detach(), b)
+
+
+def test_a_non_leaf_that_retains_its_grad_steps_as_torch_optim_steps_a_leaf():
+    torch.manual_seed(0)
+    start = torch.randn(5, dtype=torch.float64)
+    source = start.clone().requires_grad_()
+    x = source * 1.0  # not a leaf
+    x.retain_grad()
+    oracle = torch.nn.Parameter(start.clone())
+    reference = torch.optim.Adam([oracle], lr=0.1)
+    opt = difopt.Adam([x], lr=0.1)
+    for _ in range(3):
+        g = torch.randn(5, dtype=torch.float64)
+        x.grad, oracle.grad = g.clone(), g.clone()
+        opt.step()
+        reference.step()
+    torch.testing.assert_close(x.detach(), oracle.detach())
+
+
+def test_stop_gradient_makes_the_held_tensors_leaves_again_and_steps_then_reach_the_module():
+    # TorchOpt tutorial 4's loop: the outer optimizer was built on the tensors a meta step made;
+    # stop_gradient detaches them in place, so the same objects are leaves with a .grad.
+    net = _Quadratic()
+    x = torch.tensor(2.0)
+    difopt.MetaSGD(net, lr=1.0).step(net(x))  # a = 1 - x**2 = -3
+    outer = difopt.SGD(net.parameters(), lr=0.5)
+    difopt.stop_gradient(net)
+    assert net.a.is_leaf
+    net(x).backward()  # d(a x^2)/da = x^2 = 4
+    outer.step()
+    assert float(net.a.detach()) == pytest.approx(-3.0 - 0.5 * 4.0)
+
+
+# -- gradient clipping inside a meta optimizer ------------------------------------------------
+
+
+@pytest.mark.parametrize(("detach_factor", "expected"), [(False, -4.0), (True, -12.0)])
+def test_the_meta_gradient_through_clipping_matches_its_closed_form(detach_factor, expected):
+    # TorchOpt tutorial 3, section 3: inner loss a0*x^2, g = x^2 = 4 is clipped to norm 2, then
+    # a1 = a0 - c*g with c = 2/(|g| + 1e-6). Exact: c*g = 2 g/(g + 1e-6) barely depends on x, so
+    # d(a1 x^2)/dx = 2*a1*x = -4. With c a constant (TorchOpt): da1/dx = -c*2x = -2, so the
+    # derivative is -2*x^2 + 2*a1*x = -12.
+    net = _Quadratic()
+    x = torch.tensor(2.0, requires_grad=True)
+    impl = difopt.chain(
+        difopt.clip.clip_grad_norm(max_norm=2.0, detach_factor=detach_factor),
+        difopt.sgd(lr=1.0),
+    )
+    optim = difopt.MetaOptimizer(net, impl)
+    optim.step(net(x))
+    net(x).backward()
+    assert float(x.grad) == pytest.approx(expected, abs=1e-5)
+
+
+def test_detach_factor_must_be_a_bool():
+    with pytest.raises(TypeError, match="'detach_factor'"):
+        difopt.clip.clip_grad_norm(1.0, detach_factor="yes")
+
+
+# -- the torchopt alias -----------------------------------------------------------------------
+
+
+def _python(*args: str, cwd: pathlib.Path, env_path: pathlib.Path | None = None) -> str:
+    """Run ``python args`` in a fresh interpreter; return its stdout."""
+    env = {"PYTHONPATH": str(env_path)} if env_path is not None else None
+    return run_python(*args, cwd=cwd, env=env).stdout
+
+
+def _write(folder: pathlib.Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (folder / name).write_text(textwrap.dedent(text))
+
+
+# A TorchOpt program of two files, written as TorchOpt's docs write them: module-path imports
+# that `import difopt as torchopt` alone cannot serve.
+_PROGRAM = {
+    "train.py": """
+        import sys
+
+        import torch
+        import torchopt
+        from torchopt.optim.meta import MetaSGD
+        from torchopt import pytree
+
+        from inner import adapt
+
+        net = torch.nn.Linear(3, 1)
+        x, y = torch.ones(4, 3), torch.zeros(4, 1)
+        init = torchopt.extract_state_dict(net)
+        adapt(net, MetaSGD(net, lr=float(sys.argv[1])), x, y)
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        torchopt.recover_state_dict(net, init)
+        print(__name__, sys.argv[1:], net.weight.grad is not None,
+              type(torchopt).__name__, torchopt.__name__, pytree.__name__)
+    """,
+    "inner.py": """
+        import torch.nn.functional as F
+        import torchopt.transform as T
+        from torchopt.base import GradientTransformation
+
+        assert isinstance(T.scale_by_adam(), GradientTransformation)
+
+        def adapt(net, optim, x, y):
+            optim.step(F.mse_loss(net(x), y))
+    """,
+}
+
+
+def test_python_m_difopt_compat_runs_a_torchopt_program_unchanged(tmp_path):
+    _write(tmp_path, _PROGRAM)
+    out = _python("-m", "difopt.compat", "train.py", "0.1", cwd=tmp_path)
+    assert out.split() == ["__main__", "['0.1']", "True", "module", "difopt", "difopt.pytree"]
+
+
+def test_python_m_difopt_compat_runs_a_module(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    _write(tmp_path / "pkg", {"__init__.py": "", "__main__.py": _PROGRAM["train.py"]})
+    _write(tmp_path, {"inner.py": _PROGRAM["inner.py"]})
+    out = _python("-m", "difopt.compat", "-m", "pkg", "0.5", cwd=tmp_path, env_path=tmp_path)
+    assert out.split()[:3] == ["__main__", "['0.5']", "True"]
+
+
+def test_alias_torchopt_binds_difopt_modules_and_can_be_removed(tmp_path):
+    code = """
+        import sys
+        import difopt.compat as compat
+
+        assert "torchopt" not in sys.modules
+        compat.alias_torchopt()
+        compat.alias_torchopt()  # idempotent
+        import torchopt.schedule as S
+        from torchopt.diff.implicit import nn as implicit_nn  # a plugin path still resolves
+        import difopt.schedule
+        assert S is difopt.schedule and compat.is_aliased()
+        try:
+            import torchopt.alias.utils  # TorchOpt's private module: not provided
+        except ModuleNotFoundError as err:
+            assert "difopt.alias.utils" in str(err), err
+        else:
+            raise AssertionError("a private TorchOpt module resolved")
+        compat.remove_torchopt_alias()
+        assert not compat.is_aliased() and "torchopt.schedule" not in sys.modules
+        try:
+            import torchopt
+        except ModuleNotFoundError:
+            print("removed")
+    """
+    _write(tmp_path, {"prog.py": code})
+    assert _python("prog.py", cwd=tmp_path).split() == ["removed"]
+
+
+def test_the_alias_refuses_when_the_real_torchopt_is_imported_or_installed(tmp_path):
+    site = tmp_path / "site"
+    (site / "torchopt").mkdir(parents=True)
+    (site / "torchopt" / "__init__.py").write_text("REAL = True\n")
+    code = """
+        import sys
+        import difopt.compat as compat
+
+        try:
+            compat.alias_torchopt()
+        except compat.TorchOptAliasError as err:
+            print("installed:", "shadow_installed=True" in str(err))
+        import torchopt
+        assert torchopt.REAL  # not shadowed
+        try:
+            compat.alias_torchopt(shadow_installed=True)
+        except compat.TorchOptAliasError as err:
+            print("imported:", "already imported" in str(err))
+        del sys.modules["torchopt"]
+        compat.alias_torchopt(shadow_installed=True)
+        import torchopt, difopt
+        print("shadowed:", torchopt is difopt)
+    """
+    _write(tmp_path, {"prog.py": code})
+    out = _python("prog.py", cwd=tmp_path, env_path=site)
+    assert out.splitlines() == ["installed: True", "imported: True", "shadowed: True"]
+    _write(tmp_path, {"main.py": "import torchopt; print(torchopt.__name__)\n"})
+    done = run_python(
+        "-m", "difopt.compat", "main.py", cwd=tmp_path, env={"PYTHONPATH": str(site)}, check=False
+    )
+    assert done.returncode == 2 and "--shadow-installed" in done.stderr
+    out = _python("-m", "difopt.compat", "--shadow-installed", "main.py", cwd=tmp_path)
+    assert out.strip() == "difopt"
+
+
+def test_python_m_difopt_compat_explains_its_usage(tmp_path):
+    done = run_python("-m", "difopt.compat", check=False)
+    assert done.returncode == 2 and "usage: python -m difopt.compat" in done.stderr
+    done = run_python("-m", "difopt.compat", str(tmp_path / "missing.py"), check=False)
+    assert done.returncode == 2 and "missing.py" in done.stderr
