@@ -63,8 +63,6 @@ def test_classic_constructor_validates_before_creating_state():
         difopt.Adam(model.parameters(), lr=-1.0)
     with pytest.raises(TypeError, match="'params'"):
         difopt.Adam(model, lr=0.1)
-    with pytest.raises(ValueError, match="empty"):
-        difopt.Adam([], lr=0.1)
     with pytest.raises(ValueError, match="unknown parameter group options"):
         difopt.Adam([{"params": model.parameters(), "learning_rate": 0.1}])
 
@@ -145,7 +143,7 @@ def test_bad_transform_arguments():
     with pytest.raises(ValueError, match="'decay_steps'"):
         difopt.schedule.warmup_cosine_decay(0.0, 1.0, warmup_steps=5, decay_steps=5)
     with pytest.raises(ValueError, match="'transition_steps'"):
-        difopt.schedule.linear_schedule(1.0, 0.0, transition_steps=0)
+        difopt.schedule.linear_schedule(1.0, 0.0, transition_steps=1.5)
 
 
 def test_clip_error_if_nonfinite_leaves_updates_unchanged():

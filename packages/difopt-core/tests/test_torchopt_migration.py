@@ -179,12 +179,13 @@ def test_alias_torchopt_binds_difopt_modules_and_can_be_removed(tmp_path):
         from torchopt.diff.implicit import nn as implicit_nn  # a plugin path still resolves
         import difopt.schedule
         assert S is difopt.schedule and compat.is_aliased()
-        try:
-            import torchopt.alias.utils  # TorchOpt's private module: not provided
-        except ModuleNotFoundError as err:
-            assert "difopt.alias.utils" in str(err), err
-        else:
-            raise AssertionError("a private TorchOpt module resolved")
+        for private in ("torchopt._src", "torchopt.accelerated_op._src"):
+            try:
+                __import__(private)  # TorchOpt's private modules: not provided
+            except ModuleNotFoundError as err:
+                assert "difopt" + private[len("torchopt"):] in str(err), err
+            else:
+                raise AssertionError(f"{private} resolved")
         compat.remove_torchopt_alias()
         assert not compat.is_aliased() and "torchopt.schedule" not in sys.modules
         try:
@@ -236,3 +237,109 @@ def test_python_m_difopt_compat_explains_its_usage(tmp_path):
     assert done.returncode == 2 and "usage: python -m difopt.compat" in done.stderr
     done = run_python("-m", "difopt.compat", str(tmp_path / "missing.py"), check=False)
     assert done.returncode == 2 and "missing.py" in done.stderr
+
+
+def test_torchopt_files_resolve_to_the_difopt_module_holding_their_names(tmp_path):
+    code = """
+        import difopt.compat
+
+        difopt.compat.alias_torchopt()
+        from torchopt.alias.adam import adam
+        from torchopt.optim.meta.sgd import MetaSGD
+        from torchopt.schedule.polynomial import linear_schedule
+        from torchopt.transform.scale_by_adam import ScaleByAdamState
+        import torchopt.transform.scale_by_adam as by_adam
+        import difopt
+
+        # As in TorchOpt, whose packages re-import each file's names: the name, not the file.
+        assert adam is difopt.alias.adam is difopt.adam and by_adam is difopt.transform.scale_by_adam
+        assert MetaSGD is difopt.MetaSGD and linear_schedule is difopt.schedule.linear_schedule
+        assert ScaleByAdamState is difopt.transform.ScaleByAdamState
+        try:
+            from torchopt.transform.utils import tree_map_flat  # private to TorchOpt's file
+        except ImportError:
+            print("ok")
+    """
+    _write(tmp_path, {"prog.py": code})
+    assert _python("-W", "error", "prog.py", cwd=tmp_path).split() == ["ok"]
+
+
+# -- inputs TorchOpt accepts ------------------------------------------------------------------
+
+
+def test_an_optimizer_may_start_empty_and_take_groups_later():
+    opt = difopt.Adam([], lr=0.1)
+    opt.step()
+    w = torch.nn.Parameter(torch.ones(2))
+    opt.add_param_group({"params": [w]})
+    w.grad = torch.ones(2)
+    opt.step()
+    # Adam's first step moves every coordinate by lr (m_hat / sqrt(v_hat) = 1).
+    torch.testing.assert_close(w.detach(), torch.full((2,), 0.9))
+
+
+def test_params_may_be_a_dict_of_tensors():
+    w, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.zeros(1))
+    for params in ([{"w": w, "b": b}], {"w": w, "b": b}):
+        with torch.no_grad():
+            w.fill_(1.0), b.zero_()
+        opt = difopt.SGD(params, lr=0.1)
+        w.grad, b.grad = torch.ones(2), torch.ones(1)
+        opt.step()
+        torch.testing.assert_close(w.detach(), torch.full((2,), 0.9))
+        torch.testing.assert_close(b.detach(), torch.full((1,), -0.1))
+
+
+def test_a_model_cast_after_building_its_optimizer_steps_as_torch_optim():
+    # torch.optim and TorchOpt create their state at the first step, so net.double() after
+    # building the optimizer is fine; difopt creates it again at the first step if needed.
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    oracle = torch.nn.Linear(3, 1).double()
+    oracle.load_state_dict(net.state_dict())
+    opt, reference = (
+        difopt.Adam(net.parameters(), lr=0.1),
+        torch.optim.Adam(oracle.parameters(), lr=0.1),
+    )
+    net.double()
+    x = torch.randn(8, 3, dtype=torch.float64)
+    for _ in range(3):
+        for model, o in ((net, opt), (oracle, reference)):
+            o.zero_grad()
+            model(x).pow(2).mean().backward()
+            o.step()
+    for p, q in zip(net.parameters(), oracle.parameters()):
+        assert p.dtype == torch.float64
+        torch.testing.assert_close(p, q)
+
+
+def test_schedules_take_what_torchopt_documents():
+    import numpy as np
+
+    constant = difopt.schedule.linear_schedule(0.1, 0.01, transition_steps=0)
+    assert [constant(t) for t in (0, 5, 100)] == [0.1, 0.1, 0.1]
+    assert difopt.schedule.exponential_decay(1.0, 0.5, transition_steps=0)(7) == 1.0
+    s = difopt.schedule.linear_schedule(torch.tensor(0.1), 0.0, transition_steps=np.int64(10))
+    torch.testing.assert_close(s(5), torch.tensor(0.05))
+    with pytest.raises(ValueError, match="'transition_steps'"):
+        difopt.schedule.linear_schedule(0.1, 0.0, transition_steps=2.5)
+
+
+def test_scale_by_radam_takes_torchopts_positional_order():
+    # TorchOpt: scale_by_radam(b1, b2, eps, moment_requires_grad).
+    tx = difopt.transform.scale_by_radam(0.9, 0.999, 1e-6, True)
+    state = tx.init(torch.zeros(2))
+    assert state.mu.requires_grad
+
+
+def test_pytree_helpers_take_torchopts_signatures():
+    from difopt import pytree
+
+    a = {"x": torch.eye(2) * 2.0}
+    torch.testing.assert_close(pytree.tree_matmul(a, a, a)["x"], torch.eye(2) * 8.0)
+    torch.testing.assert_close(
+        pytree.tree_sub(minuend_tree=a, subtrahend_tree=a)["x"], torch.zeros(2, 2)
+    )
+    leaves, _ = pytree.tree_flatten_as_tuple([1, None], none_is_leaf=True)
+    assert leaves == (1, None)
+    assert pytree.acc_add(1, 2, 3) == 6 and pytree.acc_mul(2, 3) == 6

@@ -37,10 +37,40 @@ NAMESPACE = "difopt"
 """The optree namespace for containers registered by or for difopt."""
 
 
-def tree_flatten_as_tuple(tree: Any) -> tuple[tuple[Any, ...], optree.PyTreeSpec]:
-    """Flatten ``tree`` and return its leaves as a tuple together with its treespec."""
-    leaves, spec = optree.tree_flatten(tree, namespace=NAMESPACE)
+def tree_flatten_as_tuple(
+    tree: Any,
+    is_leaf: Callable[[Any], bool] | None = None,
+    *,
+    none_is_leaf: bool = False,
+    namespace: str = NAMESPACE,
+) -> tuple[tuple[Any, ...], optree.PyTreeSpec]:
+    """Flatten ``tree`` and return its leaves as a tuple together with its treespec.
+
+    Args:
+        tree: the tree.
+        is_leaf: a predicate marking nodes to keep whole, as in :func:`optree.tree_flatten`.
+        none_is_leaf: count ``None`` as a leaf instead of an empty node.
+        namespace: the optree namespace of custom nodes (difopt's by default).
+    """
+    leaves, spec = optree.tree_flatten(
+        tree, is_leaf, none_is_leaf=none_is_leaf, namespace=namespace
+    )
     return tuple(leaves), spec
+
+
+def acc_add(*args: Any) -> Any:
+    """``args[0] + args[1] + ...``."""
+    return functools.reduce(operator.add, args)
+
+
+def acc_mul(*args: Any) -> Any:
+    """``args[0] * args[1] * ...``."""
+    return functools.reduce(operator.mul, args)
+
+
+def acc_matmul(*args: Any) -> Any:
+    """``args[0] @ args[1] @ ...``."""
+    return functools.reduce(operator.matmul, args)
 
 
 def _map(fn: Callable[..., Any], tree: Any, *rests: Any) -> Any:
@@ -61,7 +91,7 @@ def tree_add(*trees: Any) -> Any:
     """Sum trees of the same structure leaf by leaf."""
     if not trees:
         raise ValueError("tree_add() needs at least one tree")
-    return _map(lambda *xs: functools.reduce(operator.add, xs), *trees)
+    return _map(acc_add, *trees)
 
 
 def tree_add_scalar_mul(tree_x: Any, tree_y: Any, alpha: Any = None) -> Any:
@@ -71,9 +101,9 @@ def tree_add_scalar_mul(tree_x: Any, tree_y: Any, alpha: Any = None) -> Any:
     return _map(lambda x, y: x + alpha * y, tree_x, tree_y)
 
 
-def tree_sub(minuend: Any, subtrahend: Any) -> Any:
-    """Return ``minuend - subtrahend`` leaf by leaf."""
-    return _map(operator.sub, minuend, subtrahend)
+def tree_sub(minuend_tree: Any, subtrahend_tree: Any) -> Any:
+    """Return ``minuend_tree - subtrahend_tree`` leaf by leaf."""
+    return _map(operator.sub, minuend_tree, subtrahend_tree)
 
 
 def tree_sub_scalar_mul(tree_x: Any, tree_y: Any, alpha: Any = None) -> Any:
@@ -87,24 +117,28 @@ def tree_mul(*trees: Any) -> Any:
     """Multiply trees of the same structure leaf by leaf."""
     if not trees:
         raise ValueError("tree_mul() needs at least one tree")
-    return _map(lambda *xs: functools.reduce(operator.mul, xs), *trees)
+    return _map(acc_mul, *trees)
 
 
-def tree_matmul(tree_x: Any, tree_y: Any) -> Any:
-    """Matrix-multiply corresponding leaves."""
-    return _map(operator.matmul, tree_x, tree_y)
+def tree_matmul(*trees: Any) -> Any:
+    """Matrix-multiply corresponding leaves, left to right."""
+    if not trees:
+        raise ValueError("tree_matmul() needs at least one tree")
+    return _map(acc_matmul, *trees)
 
 
-def tree_scalar_mul(scalar: Any, multiplicand: Any) -> Any:
+def tree_scalar_mul(scalar: Any, multiplicand_tree: Any) -> Any:
     """Multiply every leaf by ``scalar``."""
-    return _map(lambda x: scalar * x, multiplicand)
+    return _map(lambda x: scalar * x, multiplicand_tree)
 
 
-def tree_truediv(dividend: Any, divisor: Any) -> Any:
-    """Divide leaf by leaf; ``divisor`` may be a tree of the same structure or a scalar."""
-    if isinstance(divisor, (int, float)) or (torch.is_tensor(divisor) and divisor.ndim == 0):
-        return _map(lambda x: x / divisor, dividend)
-    return _map(operator.truediv, dividend, divisor)
+def tree_truediv(dividend_tree: Any, divisor_tree: Any) -> Any:
+    """Divide leaf by leaf; the divisor may be a tree of the same structure or a scalar."""
+    if isinstance(divisor_tree, (int, float)) or (
+        torch.is_tensor(divisor_tree) and divisor_tree.ndim == 0
+    ):
+        return _map(lambda x: x / divisor_tree, dividend_tree)
+    return _map(operator.truediv, dividend_tree, divisor_tree)
 
 
 def _vdot_real(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

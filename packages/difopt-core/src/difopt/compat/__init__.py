@@ -13,9 +13,13 @@ provides one, opt-in, in two spellings:
 With the alias, ``import torchopt.X.Y`` imports ``difopt.X.Y`` and binds the same module object
 under both names, so ``torchopt.X.Y is difopt.X.Y``. Its limits:
 
-- Only the public module paths that TorchOpt 0.7.3 documents and difopt provides resolve; a
-  private TorchOpt module (``torchopt._src``, ``torchopt.alias.utils``) raises
-  ``ModuleNotFoundError`` naming the difopt module that was looked for.
+- TorchOpt's public module paths resolve. Where TorchOpt splits a package into one file per
+  optimizer (``torchopt.alias.adam``, ``torchopt.optim.meta.sgd``,
+  ``torchopt.transform.scale_by_adam``, ``torchopt.schedule.polynomial``, ...) and difopt has
+  one module, the file's path is a view of that module: ``from torchopt.alias.adam import
+  adam`` works; a name TorchOpt keeps private to such a file (``torchopt.transform.utils``'s
+  helpers) raises ``ImportError``. A private TorchOpt module (``torchopt._src``) or a path
+  TorchOpt never had raises ``ModuleNotFoundError`` naming the difopt module looked for.
 - Plugins are still needed for their paths (``torchopt.diff.implicit`` needs difopt-implicit,
   ``torchopt.visual`` difopt-visual, ...); without one, the error names the package to install.
 - It changes the import system of the whole process, and cannot coexist with the real TorchOpt:
@@ -43,6 +47,61 @@ __all__ = ["TorchOptAliasError", "alias_torchopt", "is_aliased", "remove_torchop
 
 _PREFIX = "torchopt"
 
+# TorchOpt 0.7.3's modules that are files inside a package which difopt provides as a single
+# module (the package's names are the file's): parent package -> files.
+_TORCHOPT_FILES = {
+    "alias": ("adadelta", "adagrad", "adam", "adamax", "adamw", "radam", "rmsprop", "sgd", "utils"),
+    "diff.implicit": ("decorator",),
+    "diff.zero_order": ("decorator",),
+    "linalg": ("cg", "ns", "utils"),
+    "linear_solve": ("cg", "inv", "normal_cg", "utils"),
+    "optim": ("adadelta", "adagrad", "adam", "adamax", "adamw", "radam", "rmsprop", "sgd"),
+    "optim.meta": ("adadelta", "adagrad", "adam", "adamax", "adamw", "radam", "rmsprop", "sgd"),
+    "schedule": ("exponential_decay", "polynomial"),
+    "transform": (
+        "add_decayed_weights",
+        "nan_to_num",
+        "scale",
+        "scale_by_adadelta",
+        "scale_by_adam",
+        "scale_by_adamax",
+        "scale_by_radam",
+        "scale_by_rms",
+        "scale_by_rss",
+        "scale_by_schedule",
+        "scale_by_stddev",
+        "trace",
+        "utils",
+    ),
+}
+_FILE_VIEWS = {
+    f"{_PREFIX}.{package}.{file}": f"difopt.{package}"
+    for package, files in _TORCHOPT_FILES.items()
+    for file in files
+}
+
+
+class _FileView(types.ModuleType):
+    """TorchOpt's module file ``torchopt.X.f``, served by difopt's module ``difopt.X``."""
+
+    def __init__(self, name: str, source: str) -> None:
+        super().__init__(name, f"TorchOpt's module {name}; its names come from {source}.")
+        self.__difopt_source__ = source
+
+    def __getattr__(self, attr: str) -> Any:
+        source = importlib.import_module(self.__difopt_source__)
+        if attr == "__all__":
+            return list(getattr(source, "__all__", ()))
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        try:
+            return getattr(source, attr)
+        except AttributeError:
+            raise AttributeError(
+                f"module {self.__name__!r} has no attribute {attr!r}: difopt serves TorchOpt's "
+                f"file {self.__name__} from {self.__difopt_source__!r}, which has no such name"
+            ) from None
+
 
 class TorchOptAliasError(ImportError):
     """The ``torchopt`` alias cannot be installed (the real TorchOpt is imported or installed)."""
@@ -57,11 +116,7 @@ class _TorchOptFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if fullname != _PREFIX and not fullname.startswith(_PREFIX + "."):
             return None
         target_name = _difopt_name(fullname)
-        try:
-            found = importlib.util.find_spec(target_name)
-        except (ImportError, ValueError):  # a parent is not a package; no __spec__
-            found = None
-        if found is None and target_name not in sys.modules:
+        if not _exists(target_name) and fullname not in _FILE_VIEWS:
             raise ModuleNotFoundError(
                 f"No module named {fullname!r}: the torchopt alias (difopt.compat) maps it to "
                 f"{target_name!r}, which does not exist; difopt provides TorchOpt's public "
@@ -73,7 +128,12 @@ class _TorchOptFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         # The difopt module itself: the import system then binds it under the torchopt name,
         # keeping its own __name__ and __spec__.
-        return importlib.import_module(_difopt_name(spec.name))
+        target_name = _difopt_name(spec.name)
+        source = _FILE_VIEWS.get(spec.name)
+        if source is not None and not _exists(target_name):
+            _keep_names(importlib.import_module(source))
+            return _FileView(spec.name, source)
+        return importlib.import_module(target_name)
 
     def exec_module(self, module: types.ModuleType) -> None:
         pass  # executed when difopt's module was imported
@@ -81,6 +141,32 @@ class _TorchOptFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def _difopt_name(torchopt_name: str) -> str:
     return "difopt" + torchopt_name[len(_PREFIX) :]
+
+
+class _KeepsItsNames(types.ModuleType):
+    """A difopt module serving TorchOpt's files: importing ``torchopt.alias.adam`` must not
+    replace the function ``difopt.alias.adam`` by the file's view, which the import system
+    binds on its parent; that binding is skipped. So ``torchopt.alias.adam`` stays the
+    function, as it is in TorchOpt, whose package re-imports the name over its file."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, _FileView) and name in self.__dict__:
+            return
+        super().__setattr__(name, value)
+
+
+def _keep_names(module: types.ModuleType) -> None:
+    if type(module) is types.ModuleType:
+        module.__class__ = _KeepsItsNames
+
+
+def _exists(module_name: str) -> bool:
+    if module_name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):  # a parent is not a package; no __spec__
+        return False
 
 
 def _installed_finder() -> _TorchOptFinder | None:

@@ -72,9 +72,8 @@ class Optimizer(torch.optim.Optimizer):
         # compiled step cannot see without reading them (see step()). A list, mutated in
         # place: Dynamo replays that on a torch.optim.Optimizer, not an attribute store.
         self._uneven_counts = [False]
-        groups = _as_groups(params)
-        if not groups:
-            raise ValueError("'params' is empty: the optimizer has nothing to optimize")
+        # Empty: one empty group, as TorchOpt (torch.optim refuses); add_param_group fills it.
+        groups = _as_groups(params) or [[]]
         # torch.optim.Optimizer sets up hooks and calls add_param_group (ours) on each group.
         super().__init__(
             [g if isinstance(g, dict) else {"params": g} for g in groups], dict(self.defaults)
@@ -105,7 +104,7 @@ class Optimizer(torch.optim.Optimizer):
         Hyper-parameter overrides need an optimizer generated from an alias (``difopt.Adam``);
         the plain :class:`Optimizer` applies its one ``impl`` to every group.
         """
-        if isinstance(params, dict):
+        if isinstance(params, dict) and "params" in params:
             group = dict(params)
             tensors = _as_tensor_list(group.pop("params", None), "params['params']")
             overrides = group
@@ -131,7 +130,7 @@ class Optimizer(torch.optim.Optimizer):
         with torch.no_grad():
             state = impl.init(tuple(tensors))
         self.param_groups.append({"params": tensors, **hyper})
-        self._groups.append(_Group.build(impl, hyper))
+        self._groups.append(_Group.build(impl, hyper, unstepped=_placement(tensors)))
         self.state_groups.append(state)
 
     def _refresh(self, i: int) -> None:
@@ -165,7 +164,7 @@ class Optimizer(torch.optim.Optimizer):
                 f"param_groups[{i}] was edited in a way that changes the optimizer's state "
                 "layout (e.g. enabling momentum); create a new optimizer instead"
             )
-        self._groups[i] = _Group.build(impl, hyper)
+        self._groups[i] = _Group.build(impl, hyper, unstepped=built.unstepped)
 
     def _impl(self, i: int) -> GradientTransformation:
         """Group ``i``'s whole transformation (built now if an lr edit left it stale)."""
@@ -220,6 +219,13 @@ class Optimizer(torch.optim.Optimizer):
         for i, group in enumerate(self.param_groups):
             self._refresh(i)
             params = tuple(group["params"])
+            built = self._groups[i]
+            if built.unstepped is not None:
+                if _placement(params) != built.unstepped:
+                    # Moved or cast (net.double(), net.to(device)) since the state was made:
+                    # make it again, as torch.optim and TorchOpt create state at the first step.
+                    self.state_groups[i] = self._impl(i).init(params)
+                built.unstepped = None
             grads = _grads_of(params)
             if not self._uneven_counts[0]:
                 missing = sum(g is None for g in grads)
@@ -265,6 +271,8 @@ class Optimizer(torch.optim.Optimizer):
                 group.update(old)
             raise
         self.state_groups = state_groups
+        for built in self._groups:
+            built.unstepped = None  # the loaded state is the state, wherever it was made
         self._uneven_counts[0] = any(_state.counts_differ(s) for s in self.state_groups)
 
 
@@ -282,19 +290,27 @@ class _Group:
     impl: GradientTransformation | None
     plan: _fused_step.StepPlan | None
     lr_is_last_factor: bool  # the chain's last part declares it is the step of ``lr`` alone
+    # Until the first step: the parameters' dtypes and devices when the state was created.
+    unstepped: tuple[tuple[torch.dtype, torch.device], ...] | None = None
 
     @classmethod
-    def build(cls, impl: GradientTransformation, hyper: dict[str, Any]) -> _Group:
+    def build(
+        cls, impl: GradientTransformation, hyper: dict[str, Any], unstepped: Any = None
+    ) -> _Group:
         parts: tuple[Any, ...] = tuple(getattr(impl, "transformations", ()))
         lr = hyper.get("lr")
         declared = parts[-1].properties.learning_rate if parts else None
         is_last = _finite_non_negative(lr) and _finite_non_negative(declared) and declared == lr
-        return cls(dict(hyper), impl, _fused_step.make_plan(impl), is_last)
+        return cls(dict(hyper), impl, _fused_step.make_plan(impl), is_last, unstepped)
 
     def with_lr(self, hyper: dict[str, Any]) -> _Group:
         assert self.plan is not None  # the last part declares a factor, so there is a plan
         plan = self.plan._replace(factor=-float(hyper["lr"]))
-        return _Group(dict(hyper), None, plan, True)
+        return _Group(dict(hyper), None, plan, True, self.unstepped)
+
+
+def _placement(params: Any) -> tuple[tuple[torch.dtype, torch.device], ...]:
+    return tuple((p.dtype, p.device) for p in params)
 
 
 def _finite_non_negative(x: Any) -> bool:
@@ -341,8 +357,8 @@ def _grad_of(p: torch.Tensor, index: int) -> torch.Tensor | None:
 
 
 def _as_groups(params: Any) -> list[Any]:
-    if torch.is_tensor(params):
-        return [[params]]
+    if torch.is_tensor(params) or isinstance(params, dict):
+        return [params]
     items = list(params)
     if items and all(isinstance(x, dict) for x in items):
         return items
@@ -354,7 +370,8 @@ def _as_tensor_list(params: Any, name: str) -> list[torch.Tensor]:
         raise ValueError(f"'{name}' is missing")
     if torch.is_tensor(params):
         params = [params]
-    tensors = list(lw.leaves(list(params)))
+    # A dict here is a tree of tensors (TorchOpt's params are any pytree), not a group.
+    tensors = list(lw.leaves(params if isinstance(params, dict) else list(params)))
     for i, t in enumerate(tensors):
         if not torch.is_tensor(t):
             raise TypeError(f"'{name}' must contain tensors; item {i} is {type(t).__name__}")

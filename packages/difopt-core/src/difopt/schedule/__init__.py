@@ -8,6 +8,8 @@ compare, print and pickle.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Any
 
 import torch
@@ -29,14 +31,29 @@ def _clip(x: Any, lo: float, hi: float) -> Any:
     return min(max(x, lo), hi)
 
 
-def _is_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Invalid value for '{name}': {value!r} (expected an int >= {minimum})")
+def _is_int(name: str, value: Any, minimum: int | None) -> int:
+    """``value`` as an int (any integer type, numpy's included), checked ``>= minimum``."""
+    try:
+        as_int = operator.index(value)
+    except TypeError:
+        as_int = None
+    if as_int is None or isinstance(value, bool) or (minimum is not None and as_int < minimum):
+        expected = "an int" if minimum is None else f"an int >= {minimum}"
+        raise ValueError(f"Invalid value for '{name}': {value!r} (expected {expected})")
+    return as_int
 
 
 def _is_finite(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"Invalid value for '{name}': {value!r} (expected a finite float)")
+    """A finite real number, or a finite 0-d floating tensor (TorchOpt: "float or Tensor")."""
+    if torch.is_tensor(value):
+        ok = value.ndim == 0 and value.is_floating_point() and bool(torch.isfinite(value))
+    else:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+    if not ok:
+        raise ValueError(
+            f"Invalid value for '{name}': {value!r} (expected a finite float or 0-d tensor)"
+        )
 
 
 class _Schedule:
@@ -49,6 +66,19 @@ class _Schedule:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{_public_name[type(self).__name__]}({args})"
+
+
+class _Constant(_Schedule):
+    """What TorchOpt documents for ``transition_steps <= 0``: ``init_value`` at every step."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, count: Any) -> Any:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"constant_schedule({self.value!r})"
 
 
 class _Polynomial(_Schedule):
@@ -78,11 +108,12 @@ def polynomial_schedule(
     power: float,
     transition_steps: int,
     transition_begin: int = 0,
-) -> _Polynomial:
+) -> _Schedule:
     """Decay from ``init_value`` to ``end_value`` as ``(1 - t / transition_steps)^power``.
 
     The value is ``init_value`` for the first ``transition_begin`` steps and ``end_value``
-    after ``transition_begin + transition_steps``.
+    after ``transition_begin + transition_steps``; with ``transition_steps <= 0`` it is
+    ``init_value`` throughout (as TorchOpt documents). The values may be 0-d tensors.
 
     Examples:
         >>> s = polynomial_schedule(1.0, 0.0, power=2, transition_steps=4)
@@ -92,14 +123,16 @@ def polynomial_schedule(
     _is_finite("init_value", init_value)
     _is_finite("end_value", end_value)
     _is_finite("power", power)
-    _is_int("transition_steps", transition_steps, 1)
-    _is_int("transition_begin", transition_begin, 0)
+    transition_steps = _is_int("transition_steps", transition_steps, None)
+    transition_begin = _is_int("transition_begin", transition_begin, 0)
+    if transition_steps <= 0:
+        return _Constant(init_value)
     return _Polynomial(init_value, end_value, power, transition_steps, transition_begin)
 
 
 def linear_schedule(
     init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
-) -> _Polynomial:
+) -> _Schedule:
     """Linear interpolation from ``init_value`` to ``end_value`` over ``transition_steps``."""
     return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
@@ -145,14 +178,15 @@ def exponential_decay(
     transition_steps: int = 1,
     staircase: bool = False,
     end_value: float | None = None,
-) -> _Exponential:
+) -> _Schedule:
     """``init_value * decay_rate ** ((t - transition_begin) / transition_steps)``.
 
     Args:
         init_value: the value before and at ``transition_begin``.
         decay_rate: the factor per ``transition_steps`` steps (> 0).
         transition_begin: steps to wait before decaying.
-        transition_steps: steps over which ``decay_rate`` applies once.
+        transition_steps: steps over which ``decay_rate`` applies once; ``<= 0`` holds the
+            value at ``init_value`` (as TorchOpt documents).
         staircase: decay in discrete jumps every ``transition_steps`` steps.
         end_value: a bound the value never passes: a lower bound when ``decay_rate < 1``,
             an upper bound otherwise (also when ``init_value`` lies beyond it).
@@ -164,11 +198,13 @@ def exponential_decay(
     """
     _is_finite("init_value", init_value)
     check.positive("decay_rate", decay_rate)
-    _is_int("transition_begin", transition_begin, 0)
-    _is_int("transition_steps", transition_steps, 1)
+    transition_begin = _is_int("transition_begin", transition_begin, 0)
+    transition_steps = _is_int("transition_steps", transition_steps, None)
     check.boolean("staircase", staircase)
     if end_value is not None:
         _is_finite("end_value", end_value)
+    if transition_steps <= 0:
+        return _Constant(init_value)
     return _Exponential(
         init_value, decay_rate, transition_begin, transition_steps, staircase, end_value
     )
@@ -202,7 +238,7 @@ def cosine_decay(
         [1.0, 0.5, 0.0, 0.0]
     """
     _is_finite("init_value", init_value)
-    _is_int("decay_steps", decay_steps, 1)
+    decay_steps = _is_int("decay_steps", decay_steps, 1)
     check.closed_unit_interval("alpha", alpha)
     check.positive("exponent", exponent)
     return _Cosine(init_value, decay_steps, alpha, exponent)
@@ -262,8 +298,8 @@ def warmup_cosine_decay(
     _is_finite("init_value", init_value)
     _is_finite("peak_value", peak_value)
     _is_finite("end_value", end_value)
-    _is_int("warmup_steps", warmup_steps, 0)
-    _is_int("decay_steps", decay_steps, 1)
+    warmup_steps = _is_int("warmup_steps", warmup_steps, 0)
+    decay_steps = _is_int("decay_steps", decay_steps, 1)
     if decay_steps <= warmup_steps:
         raise ValueError(
             f"Invalid value for 'decay_steps': {decay_steps} (expected > warmup_steps="

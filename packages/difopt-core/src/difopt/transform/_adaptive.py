@@ -327,8 +327,8 @@ def scale_by_radam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
-    threshold: float = 5.0,
     moment_requires_grad: bool = False,
+    threshold: float = 5.0,
 ) -> GradientTransformation:
     """Rectified Adam (Liu et al., 2019), as torch.optim.RAdam computes it.
 
