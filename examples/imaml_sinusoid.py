@@ -107,9 +107,9 @@ class InnerNet(difopt.nn.ImplicitMetaGradientModule):
     def solve(self, x: torch.Tensor, y: torch.Tensor) -> None:
         params = list(self.net.parameters())
         for _ in range(self.steps):  # plain gradient descent on the proximal objective
-            grads = torch.autograd.grad(self.objective(x, y), params)
-            with torch.no_grad():
-                torch._foreach_add_(params, grads, alpha=-self.lr)
+            with torch.enable_grad():  # solve() runs without grad, as in TorchOpt
+                grads = torch.autograd.grad(self.objective(x, y), params)
+            torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
 def make_inner_class(cg_steps: int) -> type[InnerNet]:

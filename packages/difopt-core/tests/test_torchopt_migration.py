@@ -343,3 +343,20 @@ def test_pytree_helpers_take_torchopts_signatures():
     leaves, _ = pytree.tree_flatten_as_tuple([1, None], none_is_leaf=True)
     assert leaves == (1, None)
     assert pytree.acc_add(1, 2, 3) == 6 and pytree.acc_mul(2, 3) == 6
+
+
+def test_the_parts_of_a_meta_module_input_are_meta_too():
+    # TorchOpt's MetaGradientModule: a module given to the constructor is a meta-module, and so
+    # are its sub-modules and parameters when assigned on their own.
+    class Inner(difopt.nn.MetaGradientModule):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.head = net[0]
+            self.w = net[1].weight
+            self.own = torch.nn.Parameter(torch.zeros(2))
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    inner = Inner(net)
+    assert [n for n, _ in inner.named_parameters()] == ["own"]
+    meta = {id(p) for p in inner.meta_parameters()}
+    assert meta == {id(net[0].weight), id(net[0].bias), id(net[1].weight)}

@@ -232,3 +232,24 @@ def fail_on(rank: int, w: torch.Tensor) -> torch.Tensor:
     if dd.get_world_rank() == rank:
         raise KeyError(f"no task on rank {rank}")
     return w.sum()
+
+
+# ----------------------------------------------------- TorchOpt's distributed MAML example
+
+
+def rref_task_partitioner(net_rref, x_s, y_s, x_q, y_q):
+    """One call per task, round-robin over the workers (TorchOpt's ``args_replicator``)."""
+    workers = dd.get_world_size() - 1
+    return [
+        (1 + i % workers, (net_rref, x_s[i], y_s[i], x_q[i], y_q[i]), None)
+        for i in range(x_s.shape[0])
+    ]
+
+
+def rref_inner_loop(net_rref, x_s, y_s, x_q, y_q):
+    """TorchOpt's example: fetch the module from its RRef, adapt it with MetaSGD, and return
+    the query loss."""
+    net = difopt.module_clone(net_rref.to_here(), by="reference", detach_buffers=True)
+    inner_opt = difopt.MetaSGD(net, lr=0.1)
+    inner_opt.step(torch.nn.functional.mse_loss(net(x_s), y_s))
+    return torch.nn.functional.mse_loss(net(x_q), y_q)

@@ -278,10 +278,11 @@ class ProximalTask(ImplicitMetaGradientModule, linear_solve=linear_solve.solve_c
 
     def solve(self, x: torch.Tensor, y: torch.Tensor) -> None:
         optimizer = torch.optim.SGD([self.w], lr=0.2)
-        for _ in range(10):
-            optimizer.zero_grad()
-            self.objective(x, y).backward(inputs=[self.w])
-            optimizer.step()
+        with torch.enable_grad():  # solve() runs without grad, as in TorchOpt
+            for _ in range(10):
+                optimizer.zero_grad()
+                self.objective(x, y).backward(inputs=[self.w])
+                optimizer.step()
 
 
 def _rss_bytes() -> int:

@@ -39,11 +39,22 @@ def test_empty_var_is_a_value_error() -> None:
         (W, r"'params' has unsupported type Tensor"),
         ({1: W}, r"must map names \(str\) to tensors"),
         ({"w": 1.0}, r"must map names to tensors, got float for 'w'"),
+        ({W: 1.0}, r"maps a tensor to float; a mapping keyed by tensors must map them"),
         ([3], r"'params': element 0 has unsupported type int"),
         ([{"w": W}, [W]], r"'params': element 1 has unsupported type list"),
         (iter([W]), r"must yield \(name, tensor\) pairs"),
     ],
-    ids=["int", "str", "tensor", "int-key", "float-value", "list-of-int", "nested-list", "iter"],
+    ids=[
+        "int",
+        "str",
+        "tensor",
+        "int-key",
+        "float-value",
+        "tensor-to-float",
+        "list-of-int",
+        "nested-list",
+        "iter",
+    ],
 )
 def test_unsupported_params_is_a_type_error(params, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TypeError, match=match):

@@ -48,6 +48,28 @@ def test_named_parameters_generator_and_list_of_pairs_name_leaves() -> None:
         assert len(nodes_with(dot, '"bias\n(2)"')) == 1
 
 
+def test_tensor_to_name_mapping_as_in_torchopts_visualize_example() -> None:
+    """TorchOpt's examples/visualize.py passes ``[state_0, state_1, {meta_param: "meta_param"}]``
+    (a mapping from tensor to name): the meta-parameter is drawn as a named leaf, exactly as
+    with the mapping the other way round."""
+    u = unroll(steps=2)
+    dot = difopt_visual.make_dot(u.loss, [u.state_0, u.state_n, {u.meta_param: "meta_param"}])
+    (line,) = nodes_with(dot, '"meta_param\n')
+    assert "fillcolor=lightblue" in line and "meta-parameter" in line
+    for name in ("step0.fc.weight", "step2.fc.bias"):
+        assert len(nodes_with(dot, f'"{name}\n')) == 1
+    # Alone, and mixed with name -> tensor entries in one mapping.
+    net = torch.nn.Linear(3, 2)
+    loss = net(torch.ones(1, 3)).sum()
+    for params in (
+        {net.weight: "weight", net.bias: "bias"},
+        {"weight": net.weight, net.bias: "bias"},
+    ):
+        dot = difopt_visual.make_dot(loss, params)
+        assert len(nodes_with(dot, '"weight\n(2, 3)"')) == 1
+        assert len(nodes_with(dot, '"bias\n(2)"')) == 1
+
+
 def test_stop_gradient_removes_the_inner_history() -> None:
     u = unroll(steps=2)
     before = difopt_visual.make_dot(u.loss, u.params)

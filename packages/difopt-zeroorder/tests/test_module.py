@@ -193,3 +193,60 @@ def test_torchopt_style_module_code_runs_unchanged() -> None:
         loss.backward()
         optimizer.step()
     assert float(net(x, y).detach()) < 0.1 * first
+
+
+def test_enable_zero_order_gradients_at_torchopts_module_path() -> None:
+    """``torchopt.diff.zero_order.nn.module.enable_zero_order_gradients``: the class decorator
+    every subclass gets; applying it twice is TorchOpt's TypeError."""
+    import difopt.diff.zero_order.nn.module as torchopt_path
+    from difopt_zeroorder.module import enable_zero_order_gradients
+
+    assert torchopt_path.enable_zero_order_gradients is enable_zero_order_gradients
+    assert torchopt_path.ZeroOrderGradientModule is ZeroOrderGradientModule
+
+    class Wrapped(ZeroOrderGradientModule):
+        def forward(self) -> torch.Tensor:
+            return torch.tensor(0.0)
+
+        def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+            return torch.zeros(sample_shape)
+
+    with pytest.raises(
+        TypeError,
+        match="Zero-order gradient estimation is already enabled for the `forward` method.",
+    ):
+        enable_zero_order_gradients(Wrapped)
+    with pytest.raises(TypeError, match="takes a subclass of ZeroOrderGradientModule"):
+        enable_zero_order_gradients(nn.Linear)  # type: ignore[arg-type]
+
+
+def test_enable_zero_order_gradients_on_an_unwrapped_forward() -> None:
+    """Applied to a class whose forward was attached after class creation, it wraps it with
+    the given estimator. With every noise draw equal to the all-ones vector u, the forward
+    difference of f(w) = |w|^2 is (f(w + s u) - f(w)) / s * u = (2 w.u + s n) u: a closed
+    form that depends on the method and on sigma given here."""
+    import abc
+
+    from difopt_zeroorder.module import enable_zero_order_gradients
+
+    class Late(ZeroOrderGradientModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+
+        def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+            return torch.ones(sample_shape, dtype=torch.float64)
+
+    def forward(self: Late) -> torch.Tensor:
+        return (self.w**2).sum()
+
+    Late.forward = forward  # type: ignore[method-assign]
+    abc.update_abstractmethods(Late)
+    assert enable_zero_order_gradients(Late, method="forward", num_samples=2, sigma=0.5) is Late
+    module = Late()
+    value = module()
+    torch.testing.assert_close(value.detach(), torch.tensor(5.25, dtype=torch.float64))
+    value.backward()
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    expected = (2 * w.sum() + 0.5 * 3) * torch.ones(3, dtype=torch.float64)
+    torch.testing.assert_close(module.w.grad, expected)

@@ -33,7 +33,9 @@ Launch with ``torchrun --nproc-per-node N script.py``.
 """
 
 import torch.distributed as _dist
+import torch.distributed as dist  # TorchOpt's ``torchopt.distributed.dist`` (not in __all__)
 import torch.distributed.rpc as _rpc
+import torch.distributed.rpc as rpc  # TorchOpt's ``torchopt.distributed.rpc`` (not in __all__)
 
 from difopt_distributed import autograd
 from difopt_distributed._api import (

@@ -1,8 +1,8 @@
 """Turning the ``params`` argument of :func:`make_dot` into tensor names.
 
-``params`` takes every form TorchOpt's ``make_dot`` takes (a mapping name -> tensor, the
-``named_parameters()`` generator, a :class:`difopt.utils.ModuleState` extracted with
-``enable_visual=True``) and an iterable of those. Each such form is one *group*: the groups
+``params`` takes every form TorchOpt's ``make_dot`` takes (a mapping name -> tensor or
+tensor -> name, the ``named_parameters()`` generator, a :class:`difopt.utils.ModuleState`
+extracted with ``enable_visual=True``) and an iterable of those. Each such form is one *group*: the groups
 are kept apart because a snapshot of a module taken after an unrolled step marks that step's
 boundary (see :mod:`difopt_visual._steps`).
 """
@@ -20,7 +20,7 @@ from difopt.utils import ModuleState
 __all__ = ["NameGroup", "ParamNames", "parse_params"]
 
 _ACCEPTED = (
-    "None, a mapping name -> tensor, an iterator of (name, tensor) pairs such as "
+    "None, a mapping name -> tensor (or tensor -> name), an iterator of (name, tensor) pairs such as "
     "module.named_parameters(), a ModuleState from "
     "difopt.extract_state_dict(..., enable_visual=True), or a list/tuple of these"
 )
@@ -95,6 +95,28 @@ def _check_named(name: Any, tensor: Any, where: str) -> tuple[str, torch.Tensor]
     return name, tensor
 
 
+def _mapping_item(key: Any, value: Any, where: str) -> tuple[str, torch.Tensor]:
+    """One entry of a mapping: name -> tensor, or the other way round (TorchOpt's example
+    ``make_dot(loss, [{meta_param: 'meta_param'}])``; the layout of TorchOpt's
+    ``ModuleState.visual_contents``), or autograd node -> (name, tensor) (the rest of it)."""
+    if isinstance(key, torch.Tensor) and isinstance(value, str):
+        return value, key
+    if (
+        isinstance(key, torch.autograd.graph.Node)
+        and isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], torch.Tensor)
+    ):
+        return value
+    if isinstance(key, torch.Tensor):
+        raise TypeError(
+            f"'params': {where} maps a tensor to {type(value).__name__}; a mapping keyed by "
+            "tensors must map them to their names (str)"
+        )
+    return _check_named(key, value, where)
+
+
 def _group(item: Any, where: str) -> NameGroup:
     """One group from a mapping, a ModuleState or an iterator of pairs."""
     if isinstance(item, ModuleState):
@@ -106,7 +128,7 @@ def _group(item: Any, where: str) -> NameGroup:
         pairs = tuple(_check_named(k, v, where) for k, v in item.visual_contents.items())
         return NameGroup(pairs, snapshot=True)
     if isinstance(item, Mapping):
-        return NameGroup(tuple(_check_named(k, v, where) for k, v in item.items()), False)
+        return NameGroup(tuple(_mapping_item(k, v, where) for k, v in item.items()), False)
     if isinstance(item, Iterator):
         return NameGroup(tuple(_check_pair(x, where) for x in item), snapshot=False)
     raise TypeError(

@@ -13,7 +13,7 @@ from difopt.nn import reparametrize
 from difopt_zeroorder._noise import NoiseSource, validate_generator
 from difopt_zeroorder.decorator import Method, ZeroOrderOptions, apply_zero_order
 
-__all__ = ["ZeroOrderGradientModule"]
+__all__ = ["ZeroOrderGradientModule", "enable_zero_order_gradients"]
 
 _WRAPPED = "__zero_order_gradients_enabled__"
 
@@ -65,6 +65,55 @@ def _enable_zero_order(raw_forward: Callable[..., torch.Tensor]) -> Callable[...
 
     setattr(forward, _WRAPPED, True)
     return forward
+
+
+def enable_zero_order_gradients(
+    cls: type[ZeroOrderGradientModule],
+    method: Method = "naive",
+    num_samples: int = 1,
+    sigma: float = 1.0,
+) -> type[ZeroOrderGradientModule]:
+    """Make ``cls.forward`` give its parameters zero-order gradients.
+
+    :class:`ZeroOrderGradientModule` applies it to every subclass that defines ``forward``,
+    with the class keywords (TorchOpt's ``torchopt.diff.zero_order.nn.module`` function);
+    applying it twice is an error.
+
+    Args:
+        cls: A subclass of :class:`ZeroOrderGradientModule`.
+        method: ``'naive'``, ``'forward'`` or ``'antithetic'``.
+        num_samples: Noise draws per estimate.
+        sigma: Smoothing radius.
+
+    Returns:
+        ``cls``, modified in place.
+
+    Raises:
+        TypeError: ``cls.forward`` already estimates zero-order gradients (TorchOpt's
+            message), or ``cls`` is not a subclass of :class:`ZeroOrderGradientModule`.
+        ValueError: An invalid ``method``, ``num_samples`` or ``sigma``.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, ZeroOrderGradientModule)):
+        raise TypeError(
+            f"enable_zero_order_gradients() takes a subclass of ZeroOrderGradientModule, "
+            f"got {cls!r}"
+        )
+    forward = cls.forward
+    if getattr(forward, _WRAPPED, False):
+        raise TypeError(
+            "Zero-order gradient estimation is already enabled for the `forward` method. "
+            f"{cls.__name__}.forward already estimates zero-order gradients"
+        )
+    parent: ZeroOrderOptions = cls._zero_order_options
+    cls._zero_order_options = ZeroOrderOptions(
+        method=method,
+        num_samples=num_samples,
+        sigma=sigma,
+        vectorize=parent.vectorize,
+        chunk_size=parent.chunk_size,
+    )
+    cls.forward = _enable_zero_order(forward)  # type: ignore[method-assign]
+    return cls
 
 
 class ZeroOrderGradientModule(nn.Module, metaclass=abc.ABCMeta):

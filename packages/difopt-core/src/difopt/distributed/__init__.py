@@ -45,6 +45,15 @@ __all__ = [
 
 install(__name__, "difopt.distributed", "distributed", "difopt-distributed")
 
+# TorchOpt's ``torchopt.distributed`` also holds the torch modules it is built on, outside
+# ``__all__``; its examples use them (``todist.rpc.RRef(net)``). ``import torch`` has already
+# imported both, so they cost nothing here, and they resolve without the plugin.
+try:
+    import torch.distributed as dist
+    import torch.distributed.rpc as rpc
+except ImportError:  # pragma: no cover - a torch build without torch.distributed
+    pass
+
 # The lazy submodules (TorchOpt's paths), imported without touching the plugin (``from . import
 # autograd`` would first look the name up on this module, which loads the plugin).
 for _submodule in ("api", "autograd", "world"):

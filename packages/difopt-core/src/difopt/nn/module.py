@@ -18,6 +18,11 @@ def _meta_inputs(args: Any, kwargs: Any) -> tuple[dict[int, torch.Tensor], dict[
     leaves = optree.tree_leaves(inputs, is_leaf=lambda x: isinstance(x, nn.Module))
     tensors = {id(x): x for x in leaves if torch.is_tensor(x) and x.requires_grad}
     modules = {id(x): x for x in leaves if isinstance(x, nn.Module)}
+    # As in TorchOpt, the sub-modules and parameters of a module input are meta too: assigning
+    # ``self.head = net.head`` or ``self.w = net.weight`` registers a meta-module/-parameter.
+    for module in list(modules.values()):
+        modules.update((id(m), m) for m in module.modules())
+        tensors.update((id(p), p) for p in module.parameters())
     return tensors, modules
 
 

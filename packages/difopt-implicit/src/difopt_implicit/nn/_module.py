@@ -16,7 +16,11 @@ from difopt.nn import MetaGradientModule
 from difopt_implicit._root import attach
 from difopt_implicit.linear_solve import LinearSolver, solve_normal_cg
 
-__all__ = ["ImplicitMetaGradientModule"]
+__all__ = [
+    "ImplicitMetaGradientModule",
+    "enable_implicit_gradients",
+    "make_optimality_from_objective",
+]
 
 
 def _slot(module: nn.Module, name: str) -> tuple[dict[str, Any], str]:
@@ -99,6 +103,12 @@ def _optimality_from_objective(
             f"The module has no parameters. {type(self).__name__} has no parameters to "
             "differentiate"
         )
+    if next(self.meta_parameters(), None) is None:
+        # TorchOpt checks this here too, although the gradient does not need them.
+        raise RuntimeError(
+            f"The module has no meta-parameters. {type(self).__name__} has no meta-parameters "
+            "for the implicit gradient to reach"
+        )
 
     def objective(*params: torch.Tensor) -> torch.Tensor:
         with _substituted(self, dict(zip(names, params))):
@@ -139,10 +149,23 @@ def _implicit_solve(user_solve: Callable[..., Any]) -> Callable[..., Any]:
         meta_names = [n for n, _ in named_meta]
         meta_tensors = [t for _, t in named_meta]
 
-        # The solver sees detached meta-parameters: it builds no graph into them and cannot
+        # As in TorchOpt, solve() runs with gradient computation disabled (TorchOpt ran it in
+        # an autograd.Function's forward): it may write its parameters in place
+        # (``self.x.copy_(...)``), and a gradient-based inner loop opts in with
+        # ``torch.enable_grad()``. The gradients come from the implicit function theorem.
+        # It also sees detached meta-parameters: it builds no graph into them and cannot
         # accumulate into their .grad, whatever it back-propagates.
-        with _substituted(self, {n: t.detach() for n, t in named_meta}):
-            output = user_solve(self, *input, **kwargs)
+        with _substituted(self, {n: t.detach() for n, t in named_meta}), torch.no_grad():
+            try:
+                output = user_solve(self, *input, **kwargs)
+            except RuntimeError as error:
+                if "does not require grad" not in str(error):
+                    raise
+                raise RuntimeError(
+                    f"{error}\n{type(self).__name__}.solve() runs with gradient computation "
+                    "disabled (as in TorchOpt): wrap a gradient-based inner loop in "
+                    "`with torch.enable_grad():`"
+                ) from error
 
         solved = list(self.named_parameters())
         names = [n for n, _ in solved]
@@ -184,6 +207,69 @@ def _implicit_solve(user_solve: Callable[..., Any]) -> Callable[..., Any]:
     return solve
 
 
+def _check_module_class(cls: Any, function: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, ImplicitMetaGradientModule)):
+        raise TypeError(f"{function}() takes a subclass of ImplicitMetaGradientModule, got {cls!r}")
+
+
+def make_optimality_from_objective(
+    cls: type[ImplicitMetaGradientModule],
+) -> type[ImplicitMetaGradientModule]:
+    """Make ``cls.optimality`` the gradient of ``cls.objective`` with respect to the parameters.
+
+    ``ImplicitMetaGradientModule`` applies it to every subclass that defines ``objective`` and
+    no ``optimality`` (TorchOpt's ``torchopt.diff.implicit.nn.module`` function).
+
+    Args:
+        cls: A subclass of :class:`ImplicitMetaGradientModule` that defines ``objective``.
+
+    Returns:
+        ``cls``, modified in place.
+
+    Raises:
+        TypeError: ``cls`` defines no ``objective`` (TorchOpt's message), or is not a subclass
+            of :class:`ImplicitMetaGradientModule`.
+    """
+    _check_module_class(cls, "make_optimality_from_objective")
+    base = inspect.getattr_static(ImplicitMetaGradientModule, "objective")
+    if inspect.getattr_static(cls, "objective", base) is base:
+        raise TypeError(
+            f"The objective function is not defined. {cls.__name__} must define objective() "
+            "to derive its optimality from it"
+        )
+    cls.optimality = _optimality_from_objective  # type: ignore[method-assign]
+    return cls
+
+
+def enable_implicit_gradients(
+    cls: type[ImplicitMetaGradientModule],
+) -> type[ImplicitMetaGradientModule]:
+    """Wrap ``cls.solve`` so that the solution carries implicit gradients.
+
+    ``ImplicitMetaGradientModule`` applies it to every subclass that defines ``solve``
+    (TorchOpt's ``torchopt.diff.implicit.nn.module`` function); applying it twice is an error.
+
+    Args:
+        cls: A subclass of :class:`ImplicitMetaGradientModule`.
+
+    Returns:
+        ``cls``, modified in place.
+
+    Raises:
+        TypeError: ``cls.solve`` is already wrapped (TorchOpt's message), or ``cls`` is not a
+            subclass of :class:`ImplicitMetaGradientModule`.
+    """
+    _check_module_class(cls, "enable_implicit_gradients")
+    solve = cls.solve
+    if getattr(solve, "__implicit_gradients_enabled__", False):
+        raise TypeError(
+            f"Implicit gradients are already enabled for the `solve` method. "
+            f"{cls.__name__}.solve is already differentiated implicitly"
+        )
+    cls.solve = _implicit_solve(solve)  # type: ignore[method-assign]
+    return cls
+
+
 class ImplicitMetaGradientModule(MetaGradientModule, metaclass=abc.ABCMeta):
     """A module whose :meth:`solve` fits its parameters; meta-gradients come implicitly.
 
@@ -202,7 +288,9 @@ class ImplicitMetaGradientModule(MetaGradientModule, metaclass=abc.ABCMeta):
       registered an ``eval()``-mode module as a plain submodule, losing its meta-parameters);
       their buffers (BatchNorm statistics) are used, as they were at the end of ``solve``, in
       both train and eval mode, and the backward pass never modifies them;
-    - ``solve`` runs with detached meta-parameters, and the graph of one outer iteration is
+    - ``solve`` runs, as in TorchOpt, with gradient computation disabled (so it may write its
+      parameters in place; a gradient-based inner loop uses ``torch.enable_grad()``), but
+      with detached meta-parameters, and the graph of one outer iteration is
       released as soon as the caller drops its outputs (no reference cycle through the
       module), so memory stays flat across outer iterations;
     - calling ``solve`` again on the same module starts from the previous solution as fresh
@@ -288,11 +376,11 @@ class ImplicitMetaGradientModule(MetaGradientModule, metaclass=abc.ABCMeta):
                     "residual, zero at the solution) or objective() (whose gradient is then "
                     "the residual)"
                 )
-            cls.optimality = _optimality_from_objective  # type: ignore[method-assign]
+            make_optimality_from_objective(cls)
         if "solve" in cls.__dict__ and not getattr(
             cls.__dict__["solve"], "__implicit_gradients_enabled__", False
         ):
-            cls.solve = _implicit_solve(cls.__dict__["solve"])  # type: ignore[method-assign]
+            enable_implicit_gradients(cls)
 
     def _implicit_restore_leaves(self) -> None:
         """Turn parameters left on a graph by a previous ``solve`` back into leaves."""
@@ -308,9 +396,12 @@ class ImplicitMetaGradientModule(MetaGradientModule, metaclass=abc.ABCMeta):
     def solve(self, *input: Any, **kwargs: Any) -> Any:
         """Fit the module's parameters (the inner problem); meta-parameters stay fixed.
 
-        Inside, the meta-parameters are detached. A gradient-based solver should restrict
+        It runs with gradient computation disabled, as in TorchOpt: it may write the
+        parameters in place (``self.x.copy_(...)``), and a gradient-based inner loop enables
+        it itself (``with torch.enable_grad(): ...``). Inside, the meta-parameters are
+        detached, so ``loss.backward()`` cannot accumulate into their ``.grad``; restricting
         back-propagation to the parameters (``loss.backward(inputs=params)`` or
-        ``torch.autograd.grad``).
+        ``torch.autograd.grad``) saves the work.
 
         Returns:
             Anything; it is returned to the caller unchanged.

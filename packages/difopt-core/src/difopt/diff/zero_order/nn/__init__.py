@@ -1,5 +1,6 @@
 """TorchOpt's path of ``ZeroOrderGradientModule`` (from ``difopt-zeroorder``)."""
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from difopt._plugin_modules import install
@@ -12,3 +13,6 @@ if TYPE_CHECKING:
 __all__ = ["ZeroOrderGradientModule"]
 
 install(__name__, "difopt.diff", "zero_order", "difopt-zeroorder")
+
+# TorchOpt's ``nn.module`` submodule, imported without touching the plugin (it is lazy too).
+importlib.import_module(f"{__name__}.module")

@@ -1,5 +1,6 @@
 """TorchOpt's path of ``ImplicitMetaGradientModule`` (from ``difopt-implicit``)."""
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from difopt._plugin_modules import install
@@ -12,3 +13,6 @@ if TYPE_CHECKING:
 __all__ = ["ImplicitMetaGradientModule"]
 
 install(__name__, "difopt.diff", "implicit", "difopt-implicit", path=("nn",))
+
+# TorchOpt's ``nn.module`` submodule, imported without touching the plugin (it is lazy too).
+importlib.import_module(f"{__name__}.module")
