@@ -25,7 +25,7 @@ import _bench  # noqa: E402
 
 # Benchmarks whose thread count is part of what they measure (one intra-op thread per
 # worker process): run_all does not override it.
-OWN_THREADS = {"distributed_maml"}
+OWN_THREADS = {"distributed_maml", "fewshot_digits"}
 
 # Benchmark name (its results file) -> (script, arguments) for those that are not a script of
 # the same name run with defaults.
@@ -58,6 +58,7 @@ BENCHMARKS = [
     "implicit_ridge",
     "deq_digits",
     "unroll_memory",
+    "fewshot_digits",
 ]
 
 

@@ -93,3 +93,15 @@ def test_deq_digits(tmp_path: Path) -> None:
     assert "OK: the DEQ learned the digits" in out
     assert "forward iterations" in out
     assert (tmp_path / "deq_digits.png").stat().st_size > 0
+
+
+def test_fewshot_digits_quick(tmp_path: Path) -> None:
+    """The few-shot benchmark's smoke run (benchmarks/fewshot_digits.py, also an example):
+    every method must beat the un-adapted baseline, and its meta-gradient checks pass."""
+    out = run_example(
+        "../benchmarks/fewshot_digits.py",
+        *("--quick", "--no-progress", "--out", str(tmp_path / "fewshot_digits.json")),
+        tmp_path=tmp_path,
+    )
+    assert "OK: every method beats the un-adapted baseline by a clear margin" in out
+    assert (tmp_path / "fewshot_digits.png").stat().st_size > 0

@@ -404,10 +404,22 @@ def test_three_forms_share_signature_and_docs():
         classic = getattr(difopt, fn.__difopt_forms__["classic_name"])
         meta = getattr(difopt, fn.__difopt_forms__["meta_name"])
         alias_params = list(inspect.signature(fn).parameters)
-        assert list(inspect.signature(classic).parameters) == ["params"] + [
-            p for p in alias_params if p != "moment_requires_grad"
-        ]
-        assert list(inspect.signature(meta).parameters) == ["module"] + alias_params
+        forms = fn.__difopt_forms__
+        for cls, first, expected, order in (
+            (
+                classic,
+                "params",
+                [p for p in alias_params if p != "moment_requires_grad"],
+                forms["classic_positional"],
+            ),
+            (meta, "module", alias_params, forms["meta_positional"]),
+        ):
+            got = list(inspect.signature(cls).parameters)
+            assert got[0] == first and sorted(got[1:]) == sorted(expected)
+            # The alias' order, unless the forms declare TorchOpt's class order (SGD's).
+            assert got[1:] == (
+                expected if order is None else [*order, *(p for p in expected if p not in order)]
+            )
         assert inspect.cleandoc(fn.__doc__) in classic.__doc__
         assert inspect.cleandoc(fn.__doc__) in meta.__doc__
         assert classic.alias is fn and meta.alias is fn

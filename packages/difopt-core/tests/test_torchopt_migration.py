@@ -8,9 +8,11 @@ fresh interpreters, since it changes the import system of the process.
 
 from __future__ import annotations
 
+import math
 import pathlib
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -314,8 +316,6 @@ def test_a_model_cast_after_building_its_optimizer_steps_as_torch_optim():
 
 
 def test_schedules_take_what_torchopt_documents():
-    import numpy as np
-
     constant = difopt.schedule.linear_schedule(0.1, 0.01, transition_steps=0)
     assert [constant(t) for t in (0, 5, 100)] == [0.1, 0.1, 0.1]
     assert difopt.schedule.exponential_decay(1.0, 0.5, transition_steps=0)(7) == 1.0
@@ -360,3 +360,106 @@ def test_the_parts_of_a_meta_module_input_are_meta_too():
     assert [n for n, _ in inner.named_parameters()] == ["own"]
     meta = {id(p) for p in inner.meta_parameters()}
     assert meta == {id(net[0].weight), id(net[0].bias), id(net[1].weight)}
+
+
+def test_the_sgd_classes_take_torchopts_positional_order():
+    # TorchOpt: SGD(params, lr, momentum, weight_decay, dampening, nesterov, maximize), and
+    # MetaSGD(module, lr, momentum, weight_decay, dampening, nesterov, moment_requires_grad,
+    # maximize): weight_decay before dampening, unlike torch.optim.SGD.
+    w = torch.nn.Parameter(torch.ones(2))
+    group = difopt.SGD([w], 0.1, 0.9, 1e-4).param_groups[0]
+    assert (group["momentum"], group["weight_decay"], group["dampening"]) == (0.9, 1e-4, 0.0)
+    meta = difopt.MetaSGD(torch.nn.Linear(1, 1), 0.1, 0.9, 1e-4, 0.0, False, True, False)
+    assert meta.defaults["weight_decay"] == 1e-4 and meta.defaults["moment_requires_grad"]
+
+
+def test_a_module_cast_after_building_a_meta_optimizer_steps():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 1)
+    opt = difopt.MetaAdam(net, lr=0.1)
+    net.double()
+    before = [p.detach().clone() for p in net.parameters()]
+    opt.step(net(torch.ones(1, 2, dtype=torch.float64)).sum())
+    # Adam's first step moves each parameter by -lr * g / (|g| + eps); the gradient of
+    # w.x + b at x = 1 is 1 for every parameter, so each decreases by lr (to 1e-8).
+    after = [net.weight, net.bias]
+    for p, b in zip(after, before):
+        assert p.dtype == torch.float64
+        torch.testing.assert_close(p.detach(), b - 0.1, rtol=0, atol=1e-7)
+
+
+def test_stop_gradient_of_a_meta_sgd_with_momentum_after_its_first_step():
+    # The MAML loop of TorchOpt's tutorial 4: the first step's momentum buffer is a new tensor
+    # (not the autograd gradient, which may be a view that cannot be detached in place).
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    opt = difopt.MetaSGD(net, lr=0.1, momentum=0.9)
+    x = torch.randn(5, 3)
+    for _ in range(2):
+        opt.step(net(x).pow(2).mean())
+        difopt.stop_gradient(net)
+        difopt.stop_gradient(opt)
+    assert all(t.grad_fn is None for t in difopt.pytree.tree_leaves(opt.state_groups))
+
+
+def test_a_meta_state_dict_round_trip_keeps_the_graph():
+    # TorchOpt's MetaOptimizer.state_dict()/load_state_dict() pass references both ways.
+    x = torch.tensor(2.0, requires_grad=True)
+    net = _Quadratic()
+    opt = difopt.MetaAdam(net, lr=0.1)
+    opt.step(net(x))
+    opt.load_state_dict(opt.state_dict())
+    mu = opt.state_groups[0][1].mu[0]
+    assert mu.grad_fn is not None
+    (grad,) = torch.autograd.grad(mu, x)  # mu = (1 - b1) * d(a x^2)/da = 0.1 * x^2
+    assert float(grad) == pytest.approx(0.1 * 2 * 2.0)
+
+
+def test_a_callable_schedule_gets_the_count_as_a_tensor():
+    # TorchOpt passes the step count as a 0-d int64 tensor: torch.cos(count / 10) works.
+    w = torch.nn.Parameter(torch.zeros(1))
+    seen = []
+
+    def schedule(count):
+        seen.append(count)
+        return 0.1 * torch.cos(count / 10)
+
+    opt = difopt.SGD([w], lr=schedule)
+    for _ in range(2):
+        w.grad = torch.ones(1)
+        opt.step()
+    assert all(torch.is_tensor(c) and c.dtype == torch.int64 for c in seen)
+    expected = -0.1 * (math.cos(0.0) + math.cos(0.1))
+    assert float(w.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_weight_decay_mask_may_be_a_flat_list_of_flags():
+    net = torch.nn.Linear(2, 1)
+    for mask in ([True, False], lambda ps: [p.ndim > 1 for p in ps], (np.bool_(True), False)):
+        with torch.no_grad():
+            net.weight.fill_(1.0), net.bias.fill_(1.0)
+        opt = difopt.AdamW(net.parameters(), lr=0.1, weight_decay=0.5, mask=mask)
+        net.weight.grad, net.bias.grad = torch.zeros(1, 2), torch.zeros(1)
+        opt.step()
+        # Decoupled decay multiplies the masked weight by 1 - lr * wd; the bias is not decayed.
+        torch.testing.assert_close(net.weight.detach(), torch.full((1, 2), 0.95))
+        torch.testing.assert_close(net.bias.detach(), torch.ones(1))
+
+
+def test_numpy_scalars_and_int_flags_as_hyper_parameters():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = difopt.Adam([w], lr=np.float32(0.5), betas=np.array([0.9, 0.999]))
+    assert type(opt.param_groups[0]["lr"]) is float
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)
+    difopt.SGD([w], 0.1, momentum=0.9, nesterov=1)
+    difopt.RMSProp([w], centered=np.bool_(True))
+    with pytest.raises(TypeError, match="'nesterov'"):
+        difopt.SGD([w], 0.1, momentum=0.9, nesterov="False")  # truthy, not a flag
+
+
+def test_a_bad_loss_is_both_a_value_and_a_runtime_error():
+    # TorchOpt's meta step raises RuntimeError (from torch.autograd.grad) on such a loss.
+    net = torch.nn.Linear(1, 1)
+    with pytest.raises(RuntimeError, match="'loss'"):
+        difopt.MetaSGD(net, lr=0.1).step(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="'loss'"):
+        difopt.MetaSGD(net, lr=0.1).step(net(torch.ones(2, 1)))

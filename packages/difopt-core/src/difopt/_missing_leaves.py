@@ -33,7 +33,7 @@ from difopt import _step_counters as counters
 from difopt._shapes import check_update_shapes
 from difopt.pytree import NAMESPACE
 
-__all__ = ["by_step", "none_aware"]
+__all__ = ["by_step", "none_aware", "same_structure"]
 
 UpdateFn = Callable[..., tuple[Any, Any]]
 
@@ -113,6 +113,11 @@ def _spread(values: Sequence[int], leaves: Sequence[Any]) -> list[int | None]:
 
 def _shaped_like(tree: Any, spec: optree.PyTreeSpec) -> bool:
     return _same_shape(optree.tree_structure(tree, none_is_leaf=True, namespace=NAMESPACE), spec)
+
+
+def same_structure(a: optree.PyTreeSpec, b: optree.PyTreeSpec) -> bool:
+    """Whether two structures are the same up to list versus tuple."""
+    return _same_shape(a, b)
 
 
 def _same_shape(a: optree.PyTreeSpec, b: optree.PyTreeSpec) -> bool:

@@ -33,8 +33,13 @@ def to_dict(state_groups: Sequence[Any], param_groups: Sequence[dict[str, Any]])
     return {"state": state, "param_groups": groups}
 
 
-def from_dict(state_dict: Any, current: Sequence[Any]) -> list[Any]:
-    """Return new state groups built from ``state_dict``, validated against ``current``."""
+def from_dict(state_dict: Any, current: Sequence[Any], by_reference: bool = False) -> list[Any]:
+    """Return new state groups built from ``state_dict``, validated against ``current``.
+
+    The saved tensors are copied (detached, cast to the current ones' dtype and device), or,
+    ``by_reference``, taken as they are where dtype and device already match (a meta
+    optimizer's state keeps its autograd graph, as TorchOpt's does).
+    """
     if isinstance(state_dict, dict):
         if "state" not in state_dict:
             raise ValueError("'state_dict' has no 'state' entry; was it made by state_dict()?")
@@ -66,6 +71,9 @@ def from_dict(state_dict: Any, current: Sequence[Any]) -> list[Any]:
                         f"'state_dict' group {gi} entry {li}: expected a tensor of shape "
                         f"{tuple(c.shape)}, got {getattr(s, 'shape', type(s).__name__)}"
                     )
+                if by_reference and s.dtype == c.dtype and s.device == c.device:
+                    new.append(s)
+                    continue
                 t = s.detach().to(device=c.device, dtype=c.dtype, copy=True)
                 new.append(t.requires_grad_(c.requires_grad))
             else:

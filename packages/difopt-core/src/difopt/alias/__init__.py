@@ -57,6 +57,8 @@ def forms(
     classic_defaults: dict[str, Any] | None = None,
     meta_defaults: dict[str, Any] | None = None,
     spellings: tuple[str, ...] = (),
+    classic_positional: tuple[str, ...] | None = None,
+    meta_positional: tuple[str, ...] | None = None,
 ) -> Callable[[_F], _F]:
     """Record how the classic and meta classes generated from an alias are named and defaulted.
 
@@ -72,6 +74,10 @@ def forms(
         spellings: other names of the classic class (TorchOpt's ``"AdaGrad"`` beside
             ``"Adagrad"``); the meta class gets each with ``Meta`` before it. They name the
             same class objects.
+        classic_positional: the classic class's positional parameters after ``params``, in
+            order, when they differ from the alias' (TorchOpt's ``SGD`` takes
+            ``weight_decay`` before ``dampening``); the others become keyword-only.
+        meta_positional: the same for the meta class, after ``module``.
     """
 
     def decorate(fn: _F) -> _F:
@@ -81,6 +87,8 @@ def forms(
             "classic_defaults": dict(classic_defaults or {}),
             "meta_defaults": dict(meta_defaults or {}),
             "spellings": tuple(spellings),
+            "classic_positional": classic_positional,
+            "meta_positional": meta_positional,
         }
         return fn
 
@@ -90,7 +98,18 @@ def forms(
 _META = {"moment_requires_grad": True}
 
 
-@forms("SGD", "MetaSGD", meta_defaults=_META)
+# TorchOpt's SGD classes order their positional parameters unlike its sgd function (and unlike
+# torch.optim.SGD): (lr, momentum, weight_decay, dampening, nesterov, ...).
+_SGD_CLASS_ORDER = ("lr", "momentum", "weight_decay", "dampening", "nesterov")
+
+
+@forms(
+    "SGD",
+    "MetaSGD",
+    meta_defaults=_META,
+    classic_positional=(*_SGD_CLASS_ORDER, "maximize"),
+    meta_positional=(*_SGD_CLASS_ORDER, "moment_requires_grad", "maximize"),
+)
 def sgd(
     lr: Any,
     momentum: float = 0.0,
@@ -105,7 +124,12 @@ def sgd(
     """Stochastic gradient descent with optional momentum, as torch.optim.SGD.
 
     Args:
-        lr: learning rate, a float or a schedule.
+        lr: learning rate: a float, a 0-d tensor or a schedule; or, in the functional and
+            meta forms, per-parameter learning rates (Meta-SGD): a tree of floating-point
+            tensors with the parameters' structure, each 0-d or broadcastable to its
+            parameter (``MetaSGD(module, lr=...)`` takes a list in ``module.parameters()``
+            order, or a dict keyed by parameter name, over the parameters that require
+            grad). Rates that require grad get gradients through the step.
         momentum: momentum factor (0 disables the buffer).
         dampening: dampening for momentum.
         weight_decay: L2 penalty added to the gradient.
@@ -116,7 +140,7 @@ def sgd(
             registry when installed (``difopt-accel``); without momentum there is nothing to
             fuse.
     """
-    check.learning_rate("lr", lr)
+    check.learning_rate("lr", lr, per_parameter=True)
     check.non_negative("momentum", momentum)
     check.boolean("nesterov", nesterov)
     check.boolean("use_accelerated_op", use_accelerated_op)
@@ -170,8 +194,9 @@ def _adam_like(
     decoupled: bool,
     amsgrad: bool = False,
     mask: Any = None,
+    lr_tree: bool = False,
 ) -> GradientTransformation:
-    check.learning_rate("lr", lr)
+    check.learning_rate("lr", lr, per_parameter=lr_tree)
     check.betas("betas", betas)
     check.boolean("amsgrad", amsgrad)
     check.boolean("use_accelerated_op", use_accelerated_op)
@@ -206,7 +231,12 @@ def adam(
     """Adam (Kingma & Ba, 2014), as torch.optim.Adam.
 
     Args:
-        lr: learning rate, a float or a schedule.
+        lr: learning rate: a float, a 0-d tensor or a schedule; or, in the functional and
+            meta forms, per-parameter learning rates: a tree of floating-point tensors with
+            the parameters' structure, each 0-d or broadcastable to its parameter
+            (``MetaAdam(module, lr=...)`` takes a list in ``module.parameters()`` order, or a
+            dict keyed by parameter name, over the parameters that require grad). Rates that
+            require grad get gradients through the step.
         betas: decay rates of the first and second moment estimates.
         eps: term added to the denominator for numerical stability.
         weight_decay: L2 penalty added to the gradient (decoupled with
@@ -234,6 +264,7 @@ def adam(
         use_accelerated_op,
         decoupled=decoupled_weight_decay,
         amsgrad=amsgrad,
+        lr_tree=True,
     )
 
 

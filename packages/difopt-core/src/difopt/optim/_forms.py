@@ -11,9 +11,11 @@ import functools
 import inspect
 from typing import Any, Callable
 
+import torch
+
 from difopt.base import GradientTransformation
 from difopt.optim.base import Optimizer
-from difopt.optim.meta.base import MetaOptimizer
+from difopt.optim.meta.base import MetaOptimizer, per_parameter_lr
 
 Alias = Callable[..., GradientTransformation]
 
@@ -27,6 +29,8 @@ def _forms(fn: Alias) -> dict[str, Any]:
         "classic_defaults": {},
         "meta_defaults": {},
         "spellings": (),
+        "classic_positional": None,
+        "meta_positional": None,
     }
 
 
@@ -56,16 +60,48 @@ def default_name(fn: Alias) -> str:
 
 
 def _signature(
-    fn: Alias, first: str, defaults: dict[str, Any], drop: set[str]
+    fn: Alias,
+    first: str,
+    defaults: dict[str, Any],
+    drop: set[str],
+    positional: tuple[str, ...] | None = None,
 ) -> inspect.Signature:
+    """The class's signature: ``first``, then the alias' parameters (without ``drop``), with
+    ``defaults`` applied; ``positional``, when given, is the order of the positional ones
+    (TorchOpt's classes sometimes order them unlike its functions), the rest keyword-only."""
     params = [inspect.Parameter(first, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    for p in inspect.signature(fn).parameters.values():
-        if p.name in drop:
-            continue
-        if p.name in defaults:
-            p = p.replace(default=defaults[p.name])
-        params.append(p)
-    return inspect.Signature(params)
+    own = {
+        p.name: p.replace(default=defaults.get(p.name, p.default))
+        for p in inspect.signature(fn).parameters.values()
+        if p.name not in drop
+    }
+    if positional is None:
+        return inspect.Signature(params + list(own.values()))
+    ordered = [own[n].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in positional]
+    rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for n, p in own.items()]
+    return inspect.Signature(params + ordered + [p for p in rest if p.name not in positional])
+
+
+def _python_scalar(value: Any) -> Any:
+    """A numpy scalar (``np.float32(1e-3)``, ``np.bool_(True)``), or a tuple of them (betas), as
+    the Python number TorchOpt's arithmetic would have used; anything else as it is."""
+    if (
+        type(value).__module__ == "numpy"
+        and hasattr(value, "item")
+        and getattr(value, "ndim", 1) == 0
+    ):
+        return value.item()
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", 0) == 1:
+        return tuple(value.tolist())  # betas=np.array([0.9, 0.999])
+    if isinstance(value, tuple) and any(type(v).__module__ == "numpy" for v in value):
+        return tuple(_python_scalar(v) for v in value)
+    return value
+
+
+def _is_lr_tree(lr: Any) -> bool:
+    """Whether ``lr`` has the form of per-parameter learning rates (a container, or a tensor
+    that is not 0-d), which only the functional and meta forms take."""
+    return isinstance(lr, (list, tuple, dict)) or (isinstance(lr, torch.Tensor) and lr.ndim > 0)
 
 
 def _build(
@@ -76,17 +112,29 @@ def _build(
     overrides: dict[str, Any],
     fixed: dict[str, Any],
     doc_head: str,
+    positional: tuple[str, ...] | None = None,
 ) -> type:
     alias_params = inspect.signature(fn).parameters
     fixed = {k: v for k, v in fixed.items() if k in alias_params}
     overrides = {k: v for k, v in overrides.items() if k in alias_params}
-    sig = _signature(fn, first, overrides, set(fixed))
+    sig = _signature(fn, first, overrides, set(fixed), positional)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         target = bound.arguments.pop(first)
-        hyper = dict(bound.arguments)
+        hyper = {k: _python_scalar(v) for k, v in bound.arguments.items()}
+        if "lr" in hyper:
+            if base is MetaOptimizer:
+                hyper["lr"] = per_parameter_lr(target, hyper["lr"])
+            elif _is_lr_tree(hyper["lr"]):
+                raise ValueError(
+                    f"Invalid value for 'lr': a {type(hyper['lr']).__name__} ({name} takes one "
+                    "learning rate per parameter group: a finite float >= 0, a 0-d "
+                    "floating-point tensor or a schedule; for per-parameter learning rates use "
+                    f"parameter groups, or the functional ({fn.__name__}(lr=tree)) and meta "
+                    "forms)"
+                )
         impl = fn(**hyper, **fixed)  # validates the hyper-parameters before any state exists
         self.defaults = hyper
         base.__init__(self, target, impl)  # type: ignore[misc]
@@ -120,7 +168,16 @@ def classic_class(fn: Alias) -> type:
         f"The torch.optim-style form of :func:`{fn.__module__}.{fn.__name__}`: "
         f"``{name}(params, ...)`` with ``step(closure)``, ``zero_grad``, ``state_dict``."
     )
-    return _build(fn, Optimizer, "params", name, f["classic_defaults"], _CLASSIC_FIXED, head)
+    return _build(
+        fn,
+        Optimizer,
+        "params",
+        name,
+        f["classic_defaults"],
+        _CLASSIC_FIXED,
+        head,
+        f.get("classic_positional"),
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,4 +192,4 @@ def meta_class(fn: Alias) -> type:
         f"The differentiable form of :func:`{fn.__module__}.{fn.__name__}`: "
         f"``{name}(module, ...)`` whose ``step(loss)`` keeps the update on the autograd graph."
     )
-    return _build(fn, MetaOptimizer, "module", name, overrides, {}, head)
+    return _build(fn, MetaOptimizer, "module", name, overrides, {}, head, f.get("meta_positional"))

@@ -220,7 +220,9 @@ class Optimizer(torch.optim.Optimizer):
             self._refresh(i)
             params = tuple(group["params"])
             built = self._groups[i]
-            if built.unstepped is not None:
+            # Not while compiling: a traced step reads no flag that changes (no recompilation);
+            # compile after casting the model.
+            if not torch.compiler.is_compiling() and built.unstepped is not None:
                 if _placement(params) != built.unstepped:
                     # Moved or cast (net.double(), net.to(device)) since the state was made:
                     # make it again, as torch.optim and TorchOpt create state at the first step.

@@ -57,6 +57,9 @@ def _is_finite(name: str, value: Any) -> None:
 
 
 class _Schedule:
+    """Base of difopt's schedules: they take the count as a Python int (a 0-d tensor inside
+    ``torch.func`` transforms), and compare, print and pickle."""
+
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and vars(self) == vars(other)
 

@@ -11,6 +11,7 @@ from difopt import _leafwise as lw
 from difopt import _step_counters as counters
 from difopt import _validate as check
 from difopt._factory import transformation
+from difopt._missing_leaves import same_structure
 from difopt._shapes import param_shaped
 from difopt.base import EmptyState, GradientTransformation, identity
 
@@ -78,6 +79,10 @@ class ScaleByScheduleState(NamedTuple):
 def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformation:
     """Multiply updates by ``step_size_fn(count)``, ``count`` being the steps taken so far.
 
+    difopt's schedules (:mod:`difopt.schedule`) get the count as a Python int (a tensor inside
+    ``torch.func`` transforms and compiled steps); any other callable gets a 0-d int64 tensor,
+    as TorchOpt passes it (``lambda count: 0.1 * torch.cos(count / 10)`` works).
+
     Args:
         step_size_fn: a schedule, e.g. from :mod:`difopt.schedule`.
     """
@@ -89,13 +94,24 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
-        factor = step_size_fn(counters.step_value(state.count))
+        count = counters.step_value(state.count)
+        if isinstance(count, int) and not _takes_int_count(step_size_fn):
+            count = torch.tensor(count)
+        factor = step_size_fn(count)
         out = lw.mul(xs, factor)
         return lw.unflatten(spec, out), ScaleByScheduleState(
             counters.count_inc(state.count, inplace)
         )
 
     return GradientTransformation(init, update)
+
+
+def _takes_int_count(fn: Any) -> bool:
+    """Whether ``fn`` is difopt's own (its schedules and the aliases' internal ones take a
+    Python int: cheaper, and exact in float64 arithmetic); a user's callable gets a tensor."""
+    if isinstance(fn, _NegatedSchedule):
+        fn = fn.schedule
+    return str(getattr(fn, "__module__", None) or "").split(".")[0] == "difopt"
 
 
 class _NegatedSchedule:
@@ -127,14 +143,73 @@ def _scale_by_neg_tensor(lr: torch.Tensor) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+def _check_lr_tree(
+    lr_leaves: list[Any], lr_spec: Any, leaves: list[Any], spec: Any, what: str
+) -> None:
+    """Raise ``ValueError`` naming ``lr`` when the per-parameter learning rates do not line up
+    with ``leaves`` (the parameters or the updates, ``None`` for a missing update): the same
+    tree structure (a list and a tuple of the same length count as the same), and each rate
+    0-d or broadcastable to its leaf's shape without changing it (a non-0-d rate must also have
+    the leaf's dtype, which it would otherwise promote)."""
+    if not same_structure(lr_spec, spec):
+        raise ValueError(
+            f"Invalid value for 'lr': the per-parameter learning rates have tree structure "
+            f"{lr_spec}, which does not match the structure of the {what} {spec}"
+        )
+    for i, (rate, x) in enumerate(zip(lr_leaves, leaves)):
+        if x is None or rate.ndim == 0:
+            continue
+        try:
+            ok = torch.broadcast_shapes(rate.shape, x.shape) == x.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"Invalid value for 'lr': leaf {i} has shape {tuple(rate.shape)}, which does not "
+                f"broadcast to the shape {tuple(x.shape)} of its parameter (expected a 0-d "
+                "tensor or a tensor broadcastable to the parameter)"
+            )
+        if rate.dtype != x.dtype:
+            raise ValueError(
+                f"Invalid value for 'lr': leaf {i} has dtype {rate.dtype} but its parameter "
+                f"{x.dtype} (a non-0-d learning rate must have its parameter's dtype)"
+            )
+
+
+def _scale_by_neg_lr_tree(lr: Any) -> GradientTransformation:
+    """``-lr_i * update_i`` for each leaf: per-parameter learning rates, read at every update
+    (an in-place edit takes effect; rates that require grad get gradients through the step)."""
+    lr_leaves, lr_spec = lw.flatten_with_none(lr)
+
+    def init(params: Any) -> EmptyState:
+        ps, spec = lw.flatten_with_none(params)
+        _check_lr_tree(lr_leaves, lr_spec, ps, spec, "parameters")
+        return EmptyState()
+
+    def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
+        # With None leaves kept (missing updates, which stay None) so that the rates line up.
+        xs, spec = lw.flatten_with_none(updates)
+        _check_lr_tree(lr_leaves, lr_spec, xs, spec, "updates")
+        out = [None if x is None else x * torch.neg(rate) for x, rate in zip(xs, lr_leaves)]
+        return lw.unflatten(spec, out), state
+
+    return GradientTransformation(init, update)
+
+
 @transformation
 def scale_by_neg_lr(lr: Any) -> GradientTransformation:
     """Multiply updates by ``-lr`` (``lr`` a float or a schedule): the last step of an alias.
 
     Args:
-        lr: learning rate: a float, a 0-d tensor (read at every step) or a schedule.
+        lr: learning rate: a float, a 0-d tensor (read at every step), a schedule, or a tree
+            of tensors with the parameters' structure (per-parameter learning rates, as
+            Meta-SGD learns them), each leaf 0-d or broadcastable to its parameter and read at
+            every step. Only a float is declared as the ``learning_rate`` (a constant factor
+            the optimizers may fold into the parameter update).
     """
-    check.learning_rate("lr", lr)
+    check.learning_rate("lr", lr, per_parameter=True)
+    if not check.is_scalar_learning_rate(lr):
+        return _scale_by_neg_lr_tree(lr)
     if callable(lr):
         return scale_by_schedule(_NegatedSchedule(lr))
     if isinstance(lr, torch.Tensor):
@@ -223,7 +298,9 @@ def trace(
         first = counters.step_value(state.count)
         if isinstance(first, int):
             if first == 0:
-                new = lw.assign(buf, gs, inplace)
+                # A new tensor when not in place (buf is zeros), as TorchOpt: the update itself
+                # may be a view (an autograd gradient), which stop_gradient cannot detach.
+                new = lw.assign(buf, gs, True) if inplace else lw.add(buf, gs)
             elif inplace:
                 new = lw.mul_(buf, momentum)
                 lw.add_(new, gs, alpha=1.0 - dampening)
@@ -253,14 +330,26 @@ def _mask_leaves(mask: Any, params: Any, spec: Any, unknown_ok: bool = False) ->
     as ``None`` for the caller to resolve."""
     m = mask(params) if callable(mask) else mask
     flags, m_spec = lw.flatten_with_none(m) if spec.none_is_leaf else lw.flatten(m)
-    if m_spec != spec:
-        raise ValueError(
-            f"'mask' has tree structure {m_spec}, which does not match the parameters {spec}"
-        )
-    for f in flags:
-        if not isinstance(f, bool) and not (unknown_ok and f is None):
-            raise TypeError(f"'mask' leaves must be bools, got {type(f).__name__}")
-    return flags
+    if not same_structure(m_spec, spec):
+        # TorchOpt's chains see the parameters as one flat sequence: a flat list or tuple of
+        # one flag per parameter leaf is the mask too.
+        if not (isinstance(m, (list, tuple)) and len(m) == spec.num_leaves == len(flags)):
+            raise ValueError(
+                f"'mask' has tree structure {m_spec}, which does not match the parameters "
+                f"{spec} (nor is it a flat sequence of one flag per parameter)"
+            )
+    return [None if f is None and unknown_ok else _flag(f) for f in flags]
+
+
+def _flag(f: Any) -> bool:
+    """A mask leaf as a bool: a bool, a numpy bool or a one-element bool tensor."""
+    if isinstance(f, bool):
+        return f
+    if torch.is_tensor(f) and f.dtype == torch.bool and f.numel() == 1:
+        return bool(f)
+    if type(f).__module__ == "numpy" and type(f).__name__ in ("bool", "bool_"):
+        return bool(f)
+    raise TypeError(f"'mask' leaves must be bools, got {type(f).__name__}")
 
 
 @transformation

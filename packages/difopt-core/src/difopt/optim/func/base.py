@@ -8,6 +8,7 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _state
+from difopt import _validate as check
 from difopt.base import GradientTransformation, UninitializedState
 from difopt.update import apply_updates
 
@@ -39,8 +40,7 @@ class FuncOptimizer:
 
     def step(self, loss: torch.Tensor, params: Any, inplace: bool | None = None) -> Any:
         """Differentiate ``loss`` with respect to ``params`` and return the updated params."""
-        if not torch.is_tensor(loss) or loss.numel() != 1:
-            raise ValueError("'loss' must be a scalar tensor")
+        check.scalar_loss(loss, requires_grad=False)
         inplace = self.inplace if inplace is None else inplace
         flat, spec = lw.flatten(params)
         if not flat or not all(torch.is_tensor(p) for p in flat):

@@ -9,6 +9,7 @@ from torch import nn
 
 from difopt import _leafwise as lw
 from difopt import _state
+from difopt import _validate as check
 from difopt.base import GradientTransformation
 from difopt.optim import _fused_step
 
@@ -29,6 +30,41 @@ def _containers(module: nn.Module) -> tuple[dict[str, Any], ...]:
 
 def _trainable(containers: tuple[dict[str, Any], ...]) -> list[tuple[dict[str, Any], str]]:
     return [(c, k) for c in containers for k, p in c.items() if p is not None and p.requires_grad]
+
+
+def _placement(params: Any) -> tuple[tuple[torch.dtype, torch.device], ...]:
+    return tuple((p.dtype, p.device) for p in params)
+
+
+def per_parameter_lr(module: Any, lr: Any) -> Any:
+    """``lr`` as the meta forms pass it to their alias: a dict keyed by parameter name becomes
+    a tuple in the order of the parameters that require grad (``module.parameters()``
+    order); a list or tuple must have one entry per such parameter. Anything else is
+    returned as it is (the alias validates it)."""
+    if not isinstance(module, nn.Module) or not isinstance(lr, (list, tuple, dict)):
+        return lr
+    prefixes = {id(m._parameters): prefix for prefix, m in module.named_modules()}
+    names = [
+        f"{prefixes[id(c)]}.{k}" if prefixes[id(c)] else k
+        for c, k in _trainable(_containers(module))
+    ]
+    if isinstance(lr, dict):
+        missing = [n for n in names if n not in lr]
+        unexpected = [k for k in lr if k not in set(names)]
+        if missing or unexpected:
+            raise ValueError(
+                "Invalid value for 'lr': a dict of per-parameter learning rates needs one key "
+                "per parameter of the module that requires grad (its name in "
+                f"module.named_parameters()); missing {missing}, unexpected {unexpected}"
+            )
+        return tuple(lr[n] for n in names)
+    if len(lr) != len(names):
+        raise ValueError(
+            f"Invalid value for 'lr': {len(lr)} per-parameter learning rates for the "
+            f"{len(names)} parameters of the module that require grad (expected one per "
+            "parameter, in module.parameters() order)"
+        )
+    return lr
 
 
 class MetaOptimizer:
@@ -59,6 +95,9 @@ class MetaOptimizer:
         self._step_count = 0
         self.param_containers_groups: list[tuple[dict[str, Any], ...]] = []
         self.state_groups: list[Any] = []
+        # Per group, until its first step: its parameters' dtypes and devices when its state
+        # was made (a module cast or moved afterwards gets a new state at the first step).
+        self._unstepped: list[Any] = []
         self.add_param_group(module)
 
     def add_param_group(self, module: nn.Module) -> None:
@@ -78,6 +117,7 @@ class MetaOptimizer:
             raise ValueError("'module' has no parameters that require grad")
         self.param_containers_groups.append(containers)
         self.state_groups.append(self.impl.init(params))
+        self._unstepped.append(_placement(params))
 
     def step(self, loss: torch.Tensor) -> None:
         """Take one differentiable step on ``loss`` for every parameter group.
@@ -85,18 +125,17 @@ class MetaOptimizer:
         The gradients are taken with ``create_graph=True``; parameters that do not reach the
         loss get a zero gradient. Nothing is replaced if any part fails.
         """
-        if not torch.is_tensor(loss) or loss.numel() != 1:
-            shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
-            raise ValueError(f"'loss' must be a scalar tensor, got {shape}")
-        if not loss.requires_grad:
-            raise ValueError("'loss' does not require grad: it does not depend on the parameters")
+        check.scalar_loss(loss)
         slots = [_trainable(c) for c in self.param_containers_groups]
         flat = [c[k] for group in slots for c, k in group]
         grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
         new_states, new_params = [], []
         start = 0
-        for state, group in zip(self.state_groups, slots):
+        for i, (state, group) in enumerate(zip(self.state_groups, slots)):
             params = tuple(flat[start : start + len(group)])
+            unstepped = None if torch.compiler.is_compiling() else self._unstepped[i]
+            if unstepped is not None and _placement(params) != unstepped:
+                state = self.impl.init(params)  # cast or moved since (net.double())
             g = tuple(grads[start : start + len(group)])
             start += len(group)
             values, state = _fused_step.step(self.impl, self._plan, g, state, params, inplace=False)
@@ -106,6 +145,8 @@ class MetaOptimizer:
             for (container, key), value in zip(group, values):
                 container[key] = value
         self.state_groups = new_states
+        if not torch.compiler.is_compiling():
+            self._unstepped = [None] * len(new_states)
         self._step_count += 1
         self._tag_step([t for values in new_params for t in values])
 
@@ -128,8 +169,10 @@ class MetaOptimizer:
     def load_state_dict(self, state_dict: Any) -> None:
         """Restore a state from :meth:`state_dict`, or a sequence of states (TorchOpt's form).
 
-        A sequence of state trees is taken by reference (tensors keep their graph), which is
-        what :func:`difopt.recover_state_dict` relies on.
+        Both are taken by reference, as in TorchOpt: tensors keep their autograd graph (what
+        :func:`difopt.recover_state_dict` relies on), so ``load_state_dict(state_dict())``
+        round-trips a state in the middle of an unrolled loop. A tensor saved with another
+        dtype or device is copied to this state's.
         """
         if isinstance(state_dict, (list, tuple)) and not isinstance(state_dict, dict):
             states = list(state_dict)
@@ -142,5 +185,6 @@ class MetaOptimizer:
                 if lw.flatten(s)[1] != lw.flatten(cur)[1]:
                     raise ValueError("'state_dict' does not have the structure of this state")
             self.state_groups = states
-            return
-        self.state_groups = _state.from_dict(state_dict, self.state_groups)
+        else:
+            self.state_groups = _state.from_dict(state_dict, self.state_groups, by_reference=True)
+        self._unstepped = [None] * len(self.state_groups)  # the loaded state is the state
