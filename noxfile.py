@@ -244,6 +244,7 @@ def ci(session: nox.Session) -> None:
     session.notify("third_party")
     session.notify("examples")
     session.notify("torchopt_tests")
+    session.notify("docs")
 
 
 # TorchOpt's sdist on PyPI, whose tests/ folder the torchopt_tests session runs against difopt.
@@ -318,6 +319,9 @@ def torchopt_tests(session: nox.Session) -> None:
         "ignore::UserWarning",
         *session.posargs,
     )
+    # A TorchOpt program of several files, unedited, through `python -m difopt.compat`.
+    programs = ROOT / "compat" / "programs"
+    session.run("pytest", str(programs), "--rootdir", str(programs), "-p", "no:cacheprovider", "-q")
 
 
 @nox.session
@@ -345,6 +349,7 @@ def examples(session: nox.Session) -> None:
     session.run(
         "pytest",
         str(ROOT / "examples" / "test_examples.py"),
+        str(ROOT / "examples" / "test_fewshot.py"),
         "-p",
         "no:cacheprovider",
         *session.posargs,
@@ -353,19 +358,56 @@ def examples(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the HTML docs (user guide, architecture, API reference) into docs/_build/html."""
+    """Build the HTML docs into docs/_build/html and check them (part of ``ci``).
+
+    The build treats warnings as errors and executes every tutorial (docs/tutorials/*.md,
+    MyST-NB notebooks; a cell that raises fails the build). Then pytest runs docs/test_docs.py
+    (every public name of every package has a docstring and a place in the API reference; every
+    internal link of the built site resolves) and the ``>>>`` examples of the Markdown pages.
+    Arguments after ``--`` go to sphinx-build.
+    """
+    import shutil
+
+    # The visualization tutorial renders graphs with Graphviz's `dot` (.ci/run installs it).
+    if shutil.which("dot") is None:
+        session.error(
+            "Graphviz's `dot` is not on PATH; the visualization tutorial needs it "
+            "(Debian/Ubuntu: apt-get install graphviz; CI installs it in .ci/run)"
+        )
     plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
-    _install_package(session, CORE, more=(*plugins, "sphinx", "myst-parser", "furo"))
+    # MyST-NB parses the Markdown pages (it builds on myst-parser) and executes the tutorials
+    # in an ipykernel kernel; matplotlib draws their figures; pytest runs the checks.
+    tools = ("sphinx", "myst-parser", "myst-nb", "ipykernel", "furo", "matplotlib", "pytest")
+    _install_package(session, CORE, more=(*plugins, *tools))
+    docs_dir, build = ROOT / "docs", ROOT / "docs" / "_build"
+    html = build / "html"
+    shutil.rmtree(html, ignore_errors=True)  # no page of an earlier build left to check
     session.run(
         "sphinx-build",
         "-W",
         "--keep-going",
+        "-T",  # full tracebacks: a failing tutorial cell is printed with its error
+        "-E",  # read every page again: the tutorials run against the difopt just installed
         "-b",
         "html",
-        str(ROOT / "docs"),
-        str(ROOT / "docs" / "_build" / "html"),
+        "-d",
+        str(build / "doctrees"),
+        str(docs_dir),
+        str(html),
         *session.posargs,
     )
+    session.run(
+        "pytest",
+        str(docs_dir),
+        "--doctest-glob=*.md",
+        f"--ignore={build}",
+        "--import-mode=importlib",
+        "-p",
+        "no:cacheprovider",
+        env={"DIFOPT_DOCS_HTML": str(html)},
+    )
+    index = html / "index.html"
+    session.log(f"Docs built and checked: open {index.relative_to(ROOT)} ({index.as_uri()})")
 
 
 @nox.session
@@ -374,5 +416,6 @@ def bench(session: nox.Session) -> None:
     (benchmarks/deq_digits.py, which also needs scikit-learn's bundled digits), one run."""
     plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
     peers = ("torchopt==0.7.3", "higher==0.2.1", "torchdeq==0.1.0", "scikit-learn")
+    peers += ("matplotlib", "tqdm")  # fewshot_digits' plot and progress bar
     _install_package(session, CORE, more=(*plugins, *peers))
     session.run("python", str(ROOT / "benchmarks" / "run_all.py"), *session.posargs)

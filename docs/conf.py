@@ -1,5 +1,7 @@
 """Sphinx configuration: built by ``nox -s docs`` against the installed difopt."""
 
+from typing import Any
+
 import difopt
 
 project = "difopt"
@@ -9,13 +11,15 @@ release = difopt.__version__
 version = release
 
 extensions = [
-    "myst_parser",
+    # MyST-NB includes myst-parser: plain .md pages are parsed as MyST Markdown, and a .md file
+    # with a ``kernelspec`` in its front matter (docs/tutorials/) is a notebook, executed.
+    "myst_nb",
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
 ]
-source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "_generated"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
+exclude_patterns = ["_build", "_generated", "jupyter_execute", "**.ipynb_checkpoints"]
 
 # Google-style docstrings (Args / Returns / Examples).
 napoleon_google_docstring = True
@@ -26,6 +30,38 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 myst_heading_anchors = 3
+
+# Tutorials: executed at every build. "force" rather than "cache": jupyter-cache keys a
+# notebook on its code cells only, so a change of the installed difopt would leave a cached
+# tutorial showing stale numbers and its asserts unchecked; the tutorials are small (seconds
+# each on a 2-core CPU), and re-running them is what makes them tests of the library.
+nb_execution_mode = "force"
+nb_execution_raise_on_error = True  # a cell that raises (a failed assert) fails the build
+nb_execution_show_tb = True  # and the traceback is printed in the build log
+nb_execution_timeout = 300  # seconds per cell
+nb_merge_streams = True  # one output block per cell for prints interleaved with warnings
+
+
+# Sphinx 9.0.4's source parser (sphinx.pycode, used by viewcode and for ``#:`` comments) fails
+# on a dict display with ``**`` unpacking, ``{**_META, "lr": 2e-3}`` (difopt/alias), with
+# "zip() argument 2 is longer than argument 1": the module's source page is then missing and
+# the viewcode index links to nothing. Unparse ``**`` items instead of dropping their keys.
+def _patch_sphinx_dict_unparse() -> None:
+    import ast
+
+    from sphinx.pycode import ast as sphinx_ast
+
+    def visit_dict(self: sphinx_ast._UnparseVisitor, node: ast.Dict) -> str:
+        items = (
+            f"**{self.visit(v)}" if k is None else f"{self.visit(k)}: {self.visit(v)}"
+            for k, v in zip(node.keys, node.values, strict=True)
+        )
+        return "{" + ", ".join(items) + "}"
+
+    sphinx_ast._UnparseVisitor.visit_Dict = visit_dict  # type: ignore[method-assign]
+
+
+_patch_sphinx_dict_unparse()
 
 html_theme = "furo"
 html_title = f"difopt {release}"
@@ -58,3 +94,58 @@ def _generate_optimizer_pages() -> None:
 
 
 _generate_optimizer_pages()
+
+
+# sphinx.ext.viewcode lists in its index (_modules/index.html) every module it looked at, also
+# those whose source it could not read (torch's compiled modules, whose functions
+# difopt_distributed.autograd re-exports), which then link to pages that do not exist. Forget
+# those modules before viewcode writes its pages.
+def _forget_unreadable_modules(app: Any) -> list:
+    modules = getattr(app.env, "_viewcode_modules", {})
+    for name in [name for name, entry in modules.items() if entry is False]:
+        del modules[name]
+    return []
+
+
+# viewcode links each function on a source page back to its entry in the docs as
+# "<module>.<name>", with one <module> per source file: the first module documented from that
+# file. A file whose names are documented under two modules (difopt_implicit.nn._module:
+# ImplicitMetaGradientModule under difopt_implicit, enable_implicit_gradients under
+# difopt_implicit.nn.module) gets back-links to anchors that do not exist. Record where each
+# name was documented, and correct the links when the source page is written.
+def _record_documented_modules(app: Any, doctree: Any) -> None:
+    from sphinx import addnodes
+    from sphinx.ext.viewcode import _get_full_modname
+
+    where = app.env.__dict__.setdefault("_difopt_documented_in", {})
+    for desc in doctree.findall(addnodes.desc):
+        if desc.get("domain") != "py":
+            continue
+        for sig in desc.findall(addnodes.desc_signature):
+            module, fullname = sig.get("module"), sig.get("fullname")
+            source = module and fullname and _get_full_modname(module, fullname)
+            if source:
+                where.setdefault((source, fullname), module)
+
+
+def _fix_source_backlinks(
+    app: Any, pagename: str, templatename: str, context: dict, doctree: Any
+) -> None:
+    if not pagename.startswith("_modules/") or "body" not in context:
+        return
+    source = pagename.removeprefix("_modules/").replace("/", ".")
+    entry = getattr(app.env, "_viewcode_modules", {}).get(source)
+    if not entry:
+        return
+    refname = entry[3]
+    for (module, fullname), documented in app.env.__dict__.get("_difopt_documented_in", {}).items():
+        if module == source and documented != refname:
+            context["body"] = context["body"].replace(
+                f'#{refname}.{fullname}"', f'#{documented}.{fullname}"'
+            )
+
+
+def setup(app: Any) -> None:
+    app.connect("html-collect-pages", _forget_unreadable_modules, priority=400)
+    app.connect("doctree-read", _record_documented_modules)
+    app.connect("html-page-context", _fix_source_backlinks)
