@@ -236,7 +236,8 @@ def third_party(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
     """Everything CI checks: lint, typecheck and tests of every package, the template, the
-    examples, and TorchOpt 0.7.3's own test suite run against difopt."""
+    third-party optimizer, the examples, TorchOpt 0.7.3's own test suite run against difopt
+    (and a TorchOpt program through python -m difopt.compat), and the docs build."""
     for package in PACKAGES:
         session.notify(f"check(package='{package}')")
     session.notify("lint_repo")
