@@ -53,13 +53,6 @@ _NO_DOC_COMMENT = (
 )
 _PLUGIN_API = "the plugin API version a plugin implements: " + _NO_DOC_COMMENT
 KNOWN_GAPS: dict[str, str] = {
-    "difopt.plugin.flatten": _NO_DOCSTRING,
-    "difopt.plugin.leaves": _NO_DOCSTRING,
-    "difopt.plugin.unflatten": _NO_DOCSTRING,
-    "difopt.alias.OPTIMIZERS": _NO_DOC_COMMENT,
-    "difopt.plugin.PLUGIN_API_VERSION": _NO_DOC_COMMENT,
-    "difopt.registry.PLUGIN_API_VERSION": _NO_DOC_COMMENT,
-    "difopt.registry.GROUPS": _NO_DOC_COMMENT,
     "difopt.pytree.MAX_RECURSION_DEPTH": "optree's constant, re-exported: " + _NO_DOC_COMMENT,
     "difopt.pytree.NONE_IS_LEAF": "optree's constant, re-exported: " + _NO_DOC_COMMENT,
     "difopt.pytree.NONE_IS_NODE": "optree's constant, re-exported: " + _NO_DOC_COMMENT,
@@ -67,24 +60,18 @@ KNOWN_GAPS: dict[str, str] = {
     "difopt.transform.MUON_NS_COEFFICIENTS": _NO_DOC_COMMENT,
     "difopt.distributed.batch_partitioner": "an instance: " + _NO_DOC_COMMENT,
     "difopt.distributed.api.batch_partitioner": "an instance: " + _NO_DOC_COMMENT,
-    "difopt_accel.DIFOPT_PLUGIN_API": _PLUGIN_API,
     "difopt_accel.ops": "the op provider instance: " + _NO_DOC_COMMENT,
-    "difopt_distributed.DIFOPT_PLUGIN_API": _PLUGIN_API,
     "difopt_distributed.DEFAULT_RPC_TIMEOUT": _NO_DOC_COMMENT,
     "difopt_distributed.batch_partitioner": "an instance: " + _NO_DOC_COMMENT,
     "difopt_distributed.exclusive_batch_partitioner": "an instance: " + _NO_DOC_COMMENT,
-    "difopt_implicit.DIFOPT_PLUGIN_API": _PLUGIN_API,
-    "difopt_unroll.DIFOPT_PLUGIN_API": _PLUGIN_API,
     "difopt_unroll.MODES": _NO_DOC_COMMENT,
     "difopt_unroll.engine.MODES": _NO_DOC_COMMENT,
     "difopt_unroll.POLICY_NAMES": _NO_DOC_COMMENT,
     "difopt_unroll.policies.POLICY_NAMES": _NO_DOC_COMMENT,
-    "difopt_visual.DIFOPT_PLUGIN_API": _PLUGIN_API,
     "difopt_visual.STEP_METADATA_KEY": (
         "a copy of difopt.optim.meta.base.STEP_METADATA_KEY (documented), not the same "
         "object: import it from difopt, or " + _NO_DOC_COMMENT
     ),
-    "difopt_zeroorder.DIFOPT_PLUGIN_API": _PLUGIN_API,
     "difopt_zeroorder.METHODS": _NO_DOC_COMMENT,
     "difopt_zeroorder.decorator.METHODS": _NO_DOC_COMMENT,
 }

@@ -7,7 +7,7 @@ from its own and reports it as a warning, without breaking ``import difopt``.
 
 __version__ = "0.1.0"
 
-# The difopt plugin API this package implements (difopt.registry.PLUGIN_API_VERSION).
+#: The difopt plugin API this package implements (``difopt.registry.PLUGIN_API_VERSION``).
 DIFOPT_PLUGIN_API = "1.0"
 
 __all__ = ["DIFOPT_PLUGIN_API", "__version__"]

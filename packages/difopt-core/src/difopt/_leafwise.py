@@ -63,6 +63,8 @@ def _flat_sequence(tree: Any, leaf_types: frozenset[type]) -> bool:
 
 
 def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
+    """The leaves of ``tree`` as a list and its structure (difopt's optree namespace; a flat
+    list or tuple of tensors takes a fast path)."""
     if _flat_sequence(tree, _TENSOR_TYPES):
         return list(tree), _sequence_spec(type(tree) is tuple, len(tree), False)
     return optree.tree_flatten(tree, namespace=NAMESPACE)
@@ -76,12 +78,14 @@ def flatten_with_none(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
 
 
 def leaves(tree: Any) -> list[Any]:
+    """The leaves of ``tree`` as a list (``None`` is an empty node, not a leaf)."""
     if _flat_sequence(tree, _TENSOR_TYPES):
         return list(tree)
     return optree.tree_leaves(tree, namespace=NAMESPACE)
 
 
 def unflatten(spec: optree.PyTreeSpec, xs: Sequence[Any]) -> Any:
+    """The tree of structure ``spec`` (from :func:`flatten`) with leaves ``xs``."""
     return optree.tree_unflatten(spec, xs)
 
 

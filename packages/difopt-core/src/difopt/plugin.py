@@ -31,10 +31,11 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt import _step_counters as counters
+from difopt import registry as _registry
 from difopt._factory import transformation
 from difopt._shapes import param_shaped
 from difopt.base import FusedApply, GradientTransformation, Properties
-from difopt.registry import PLUGIN_API_VERSION, warn_once
+from difopt.registry import warn_once
 
 __all__ = [
     "PLUGIN_API_VERSION",
@@ -53,6 +54,8 @@ __all__ = [
     "unflatten",
 ]
 
+#: The version of this API: the same as ``difopt.registry.PLUGIN_API_VERSION``.
+PLUGIN_API_VERSION = _registry.PLUGIN_API_VERSION
 leaves = lw.leaves
 flatten = lw.flatten
 unflatten = lw.unflatten

@@ -55,7 +55,10 @@ __all__ = [
     "warn_once",
 ]
 
+#: The version of the plugin API (:mod:`difopt.plugin`, the entry-point groups): a plugin
+#: declares the one it implements as ``DIFOPT_PLUGIN_API``; another major version is refused.
 PLUGIN_API_VERSION = "1.0"
+#: The entry-point groups difopt reads plugins from.
 GROUPS = (
     "difopt.optimizers",
     "difopt.ops",

@@ -34,7 +34,7 @@ from difopt_unroll.policies import (
 
 __version__ = "0.1.0"
 
-# The difopt plugin API this package implements (difopt.registry.PLUGIN_API_VERSION).
+#: The difopt plugin API this package implements (``difopt.registry.PLUGIN_API_VERSION``).
 DIFOPT_PLUGIN_API = "1.0"
 
 __all__ = [

@@ -25,7 +25,7 @@ from difopt_visual._summary import GraphSummary, summary
 
 __version__ = "0.1.0"
 
-# The difopt plugin API this package implements (difopt.registry.PLUGIN_API_VERSION).
+#: The difopt plugin API this package implements (``difopt.registry.PLUGIN_API_VERSION``).
 DIFOPT_PLUGIN_API = "1.0"
 
 __all__ = [

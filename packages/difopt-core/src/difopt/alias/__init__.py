@@ -798,10 +798,10 @@ def asgd(
     )
 
 
-# The built-in optimizers: the one table that difopt, difopt.optim and difopt.optim.meta
-# generate their functional, classic and meta names (and __all__) from, and the docs their
-# list of optimizers. Each is also an entry point of the difopt.optimizers group in
-# difopt-core's pyproject.toml, like a third-party optimizer (a test checks the two agree).
+#: The built-in optimizers: the one table that difopt, difopt.optim and difopt.optim.meta
+#: generate their functional, classic and meta names (and __all__) from, and the docs their
+#: list of optimizers. Each is also an entry point of the difopt.optimizers group in
+#: difopt-core's pyproject.toml, like a third-party optimizer (a test checks the two agree).
 OPTIMIZERS = (
     sgd,
     adam,
