@@ -10,6 +10,12 @@ from difopt import _leafwise as lw
 from difopt import _step_counters as counters
 
 
+def placement(params: Any) -> tuple[tuple[torch.dtype, torch.device], ...]:
+    """The parameters' dtypes and devices: what a state made for them depends on (an optimizer
+    whose parameters were cast or moved before its first step makes its state again)."""
+    return tuple((p.dtype, p.device) for p in params)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (bool, int, float, str, type(None))):
         return value

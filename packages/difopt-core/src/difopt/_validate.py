@@ -120,12 +120,15 @@ def betas(name: str, value: Any, n: int = 2) -> None:
         unit_interval(f"{name}[{i}]", b)
 
 
+def numpy_bool(value: Any) -> bool:
+    """Whether ``value`` is a numpy bool scalar (checked without importing numpy)."""
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+
+
 def boolean(name: str, value: Any) -> None:
     """A bool, or what TorchOpt's truth tests take for one: 0 or 1, a numpy bool. (Not any
     truthy value: the string "False" is true.)"""
-    if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
-        return
-    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+    if isinstance(value, bool) or (type(value) is int and value in (0, 1)) or numpy_bool(value):
         return
     raise TypeError(f"Invalid value for '{name}': {value!r} (expected a bool)")
 

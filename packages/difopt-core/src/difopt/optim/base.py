@@ -130,7 +130,7 @@ class Optimizer(torch.optim.Optimizer):
         with torch.no_grad():
             state = impl.init(tuple(tensors))
         self.param_groups.append({"params": tensors, **hyper})
-        self._groups.append(_Group.build(impl, hyper, unstepped=_placement(tensors)))
+        self._groups.append(_Group.build(impl, hyper, unstepped=_state.placement(tensors)))
         self.state_groups.append(state)
 
     def _refresh(self, i: int) -> None:
@@ -223,7 +223,7 @@ class Optimizer(torch.optim.Optimizer):
             # Not while compiling: a traced step reads no flag that changes (no recompilation);
             # compile after casting the model.
             if not torch.compiler.is_compiling() and built.unstepped is not None:
-                if _placement(params) != built.unstepped:
+                if _state.placement(params) != built.unstepped:
                     # Moved or cast (net.double(), net.to(device)) since the state was made:
                     # make it again, as torch.optim and TorchOpt create state at the first step.
                     self.state_groups[i] = self._impl(i).init(params)
@@ -309,10 +309,6 @@ class _Group:
         assert self.plan is not None  # the last part declares a factor, so there is a plan
         plan = self.plan._replace(factor=-float(hyper["lr"]))
         return _Group(dict(hyper), None, plan, True, self.unstepped)
-
-
-def _placement(params: Any) -> tuple[tuple[torch.dtype, torch.device], ...]:
-    return tuple((p.dtype, p.device) for p in params)
 
 
 def _finite_non_negative(x: Any) -> bool:

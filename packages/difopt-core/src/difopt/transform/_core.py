@@ -92,10 +92,12 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
     def init(params: Any) -> ScaleByScheduleState:
         return ScaleByScheduleState(count=counters.count_init(params))
 
+    int_count = _takes_int_count(step_size_fn)
+
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
         count = counters.step_value(state.count)
-        if isinstance(count, int) and not _takes_int_count(step_size_fn):
+        if isinstance(count, int) and not int_count:
             count = torch.tensor(count)
         factor = step_size_fn(count)
         out = lw.mul(xs, factor)
@@ -347,7 +349,7 @@ def _flag(f: Any) -> bool:
         return f
     if torch.is_tensor(f) and f.dtype == torch.bool and f.numel() == 1:
         return bool(f)
-    if type(f).__module__ == "numpy" and type(f).__name__ in ("bool", "bool_"):
+    if check.numpy_bool(f):
         return bool(f)
     raise TypeError(f"'mask' leaves must be bools, got {type(f).__name__}")
 

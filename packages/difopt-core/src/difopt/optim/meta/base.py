@@ -32,10 +32,6 @@ def _trainable(containers: tuple[dict[str, Any], ...]) -> list[tuple[dict[str, A
     return [(c, k) for c in containers for k, p in c.items() if p is not None and p.requires_grad]
 
 
-def _placement(params: Any) -> tuple[tuple[torch.dtype, torch.device], ...]:
-    return tuple((p.dtype, p.device) for p in params)
-
-
 def per_parameter_lr(module: Any, lr: Any) -> Any:
     """``lr`` as the meta forms pass it to their alias: a dict keyed by parameter name becomes
     a tuple in the order of the parameters that require grad (``module.parameters()``
@@ -117,7 +113,7 @@ class MetaOptimizer:
             raise ValueError("'module' has no parameters that require grad")
         self.param_containers_groups.append(containers)
         self.state_groups.append(self.impl.init(params))
-        self._unstepped.append(_placement(params))
+        self._unstepped.append(_state.placement(params))
 
     def step(self, loss: torch.Tensor) -> None:
         """Take one differentiable step on ``loss`` for every parameter group.
@@ -134,7 +130,7 @@ class MetaOptimizer:
         for i, (state, group) in enumerate(zip(self.state_groups, slots)):
             params = tuple(flat[start : start + len(group)])
             unstepped = None if torch.compiler.is_compiling() else self._unstepped[i]
-            if unstepped is not None and _placement(params) != unstepped:
+            if unstepped is not None and _state.placement(params) != unstepped:
                 state = self.impl.init(params)  # cast or moved since (net.double())
             g = tuple(grads[start : start + len(group)])
             start += len(group)
