@@ -8,6 +8,8 @@ definitions.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from typing import Any
 
@@ -187,6 +189,8 @@ def fd_oracle() -> Any:
 BACKWARDS = {
     "implicit_fixed_point_adjoint": di.Implicit(tol=1e-13, max_iter=500),
     "implicit_gmres": di.Implicit(solve_gmres(rtol=1e-13)),
+    "implicit_picard_adjoint": di.Implicit(tol=1e-13, max_iter=500, solver=di.Picard()),
+    "implicit_broyden_adjoint": di.Implicit(tol=1e-13, max_iter=500, solver="broyden"),
     "unrolled": di.Unrolled(),
 }
 
@@ -212,6 +216,32 @@ def test_implicit_equals_a_hand_unrolled_picard_loop() -> None:
     p = difopt.pytree.tree_map(lambda t: t.clone().requires_grad_(), make_params())
     z, _ = di.fixed_point(cell, torch.zeros(4, dtype=DT), p, X, tol=1e-13, max_iter=500)
     got = torch.autograd.grad((C * z).sum(), difopt.pytree.tree_leaves(p))
+    want = torch.autograd.grad(loss_by_hand(p, X), difopt.pytree.tree_leaves(p))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("forward", ["anderson", "newton"])
+def test_implicit_adjoint_runs_the_solver_it_is_given(forward: str) -> None:
+    # The adjoint solver is the one named in Implicit(solver=...), not the forward's (nor
+    # GMRES after a Newton forward): a Picard iteration that records what it solves.
+    seen: list[int] = []
+
+    @dataclasses.dataclass(frozen=True)
+    class RecordingPicard(di.Picard):
+        def _start(self, residual: Any, z: torch.Tensor, g: torch.Tensor) -> Any:
+            seen.append(z.shape[-1])
+            return super()._start(residual, z, g)
+
+    p = difopt.pytree.tree_map(lambda t: t.clone().requires_grad_(), make_params())
+    backward = di.Implicit(tol=1e-13, max_iter=500, solver=RecordingPicard())
+    z, _ = di.fixed_point(
+        cell, torch.zeros(4, dtype=DT), p, X, solver=forward, backward=backward, tol=1e-13,
+        max_iter=500,
+    )  # fmt: skip
+    assert seen == []  # the forward used its own solver
+    got = torch.autograd.grad((C * z).sum(), difopt.pytree.tree_leaves(p))
+    assert seen == [4]  # one adjoint solve, on the 4 entries of z
     want = torch.autograd.grad(loss_by_hand(p, X), difopt.pytree.tree_leaves(p))
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-9, atol=1e-12)
@@ -417,6 +447,10 @@ def test_bad_input_names_the_argument(kwargs: dict[str, Any], error: type, match
         (lambda: di.Phantom(damping=2.0), "'damping'"),
         (lambda: di.Implicit(tol=0.0), "'tol'"),
         (lambda: di.Implicit(max_iter=0), "'max_iter'"),
+        (lambda: di.Implicit(solver="sor"), "Implicit 'solver'"),
+        (lambda: di.Implicit(solver=3), "Implicit 'solver'"),  # type: ignore[arg-type]
+        (lambda: di.Implicit(solver=di.Newton()), "Implicit 'solver'.*Newton"),
+        (lambda: di.Implicit(solve_gmres(), solver="picard"), "'linear_solve'.*'solver'"),
     ],
 )
 def test_bad_options_name_the_option(build: Any, match: str) -> None:
