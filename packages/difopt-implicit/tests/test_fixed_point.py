@@ -9,7 +9,6 @@ definitions.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from typing import Any
 
