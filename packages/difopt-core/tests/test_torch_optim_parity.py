@@ -560,3 +560,38 @@ def test_asgd_rejects_a_schedule_and_bad_values():
         tx = difopt.asgd()
         p = (torch.zeros(2),)
         tx.update(p, tx.init(p))
+
+
+def _meta_class(name):
+    return getattr(difopt.optim.meta, "Meta" + CLASSIC[name].__name__, None)
+
+
+META_CASES = [c for c in CASES if _meta_class(c[0]) is not None]
+
+
+@pytest.mark.parametrize("case", META_CASES, ids=[_case_id(c) for c in META_CASES])
+def test_meta_step_without_a_graph_matches_torch_optim_and_keeps_its_inputs(case):
+    """A meta optimizer stepped under ``torch.no_grad()`` (how difopt-unroll advances between
+    checkpoints) takes torch.optim's steps, and leaves the parameters and the state it was
+    given as they were: the new values are new tensors (its no-graph path writes into
+    buffers of its own only)."""
+    name, torch_cls, kw = case
+    expected = _torch_reference(torch_cls, kw)
+    model, data = make_mlp(), make_data()
+    opt = _meta_class(name)(model, **kw)
+    for _ in range(STEPS):
+        before = [p.detach().clone() for p in model.parameters()]
+        old_params = list(model.parameters())
+        old_state = [t for t in difopt.pytree.tree_leaves(opt.state_groups) if torch.is_tensor(t)]
+        old_values = [t.detach().clone() for t in old_state]
+        loss = mse(model, data)
+        with torch.no_grad():
+            opt.step(loss)
+        for p, b in zip(old_params, before):
+            assert torch.equal(p, b)
+        for t, v in zip(old_state, old_values):
+            assert torch.equal(t, v)
+        for p in model.parameters():
+            assert p.grad_fn is None
+            p.requires_grad_()
+    assert max_rel_err(model.parameters(), expected) < RTOL

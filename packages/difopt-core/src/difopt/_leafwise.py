@@ -239,7 +239,13 @@ def ema_sq(vs: Tensors, xs: Tensors, decay: float, inplace: bool) -> Tensors:
                 v.mul_(decay).addcmul_(x, x, value=1.0 - decay)
         return vs
     if foreach_ok(vs):
-        return list(torch._foreach_addcmul(torch._foreach_mul(vs, decay), xs, xs, 1.0 - decay))
+        out = torch._foreach_mul(vs, decay)
+        if on_graph(vs) or on_graph(xs):
+            return list(torch._foreach_addcmul(out, xs, xs, 1.0 - decay))
+        # Nothing recorded: ``out`` is this call's own buffer; one full-size allocation fewer
+        # (each costs page faults at the sizes of a network), the same values.
+        torch._foreach_addcmul_(out, xs, xs, 1.0 - decay)
+        return list(out)
     return [v * decay + (1.0 - decay) * x * x for v, x in zip(vs, xs)]
 
 

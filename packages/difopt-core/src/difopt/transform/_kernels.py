@@ -29,10 +29,17 @@ __all__ = [
 
 
 def add_ratio(
-    ps: lw.Tensors, num: lw.Tensors, root: lw.Tensors, eps: float, value: float, inplace: bool
+    ps: lw.Tensors,
+    num: lw.Tensors,
+    root: lw.Tensors,
+    eps: float,
+    value: float,
+    inplace: bool,
+    root_fresh: bool = False,
 ) -> list[torch.Tensor]:
     """``ps + value * num / (root + eps)``, into ``ps`` when ``inplace``.
 
+    With ``inplace`` (or ``root_fresh``: a buffer of the caller's, off the autograd graph),
     ``root`` must be fresh tensors (a square root just computed): ``eps`` is added into them.
     This is the last pass of torch.optim's Adam and RMSprop, so the values round alike.
     """
@@ -40,6 +47,9 @@ def add_ratio(
         torch._foreach_add_(root, eps)
         torch._foreach_addcdiv_(ps, num, root, value=value)
         return list(ps)
+    if root_fresh:
+        torch._foreach_add_(root, eps)
+        return list(torch._foreach_addcdiv(ps, num, root, value=value))
     denom = torch._foreach_add(root, eps)
     if not torch.is_grad_enabled() or foreach_addcdiv_backward_ok(ps):
         return list(torch._foreach_addcdiv(ps, num, denom, value=value))
@@ -159,6 +169,14 @@ def add_ratio_of_root(
     buffer of the caller's that may be overwritten (not a state)."""
     if fused_backward_applies(inplace, ps, num, xs):
         return list(_RatioOfRoot.apply(value, eps, 1.0, c, len(num), len(ps), *ps, *num, *xs))
+    if not inplace and not (lw.on_graph(ps) or lw.on_graph(num) or lw.on_graph(xs)):
+        # Nothing recorded (a step under torch.no_grad()): the root is this call's own buffer,
+        # so its square root and eps go into it in place; two full-size allocations (the
+        # root, the new parameters) instead of four, the same operations in the same order.
+        fresh = torch._foreach_add(xs, c) if c else torch._foreach_sqrt(xs)
+        if c:
+            torch._foreach_sqrt_(fresh)
+        return add_ratio(ps, num, fresh, eps, value, inplace=False, root_fresh=True)
     root: lw.Tensors
     if c:
         root = lw.sqrt(lw.add_scalar(xs, c), positive=True)

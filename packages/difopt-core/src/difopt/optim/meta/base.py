@@ -118,8 +118,9 @@ class MetaOptimizer:
     def step(self, loss: torch.Tensor) -> None:
         """Take one differentiable step on ``loss`` for every parameter group.
 
-        The gradients are taken with ``create_graph=True``; parameters that do not reach the
-        loss get a zero gradient. Nothing is replaced if any part fails.
+        The gradients are taken with ``create_graph=True``; a parameter that does not reach the
+        loss has no gradient, and is left as it is, its optimizer state (step count included)
+        too. Nothing is replaced if any part fails.
         """
         check.scalar_loss(loss)
         slots = [_trainable(c) for c in self.param_containers_groups]
