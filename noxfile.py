@@ -361,25 +361,40 @@ def examples(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the HTML docs into docs/_build/html and check them (part of ``ci``).
 
-    The build treats warnings as errors and executes every tutorial (docs/tutorials/*.md,
-    MyST-NB notebooks; a cell that raises fails the build). Then pytest runs docs/test_docs.py
-    (every public name of every package has a docstring and a place in the API reference; every
-    internal link of the built site resolves) and the ``>>>`` examples of the Markdown pages.
+    The build treats warnings as errors and executes every notebook (docs/tutorials/*.md and
+    docs/migration/*.md, MyST-NB notebooks; a cell that raises fails the build). Then pytest
+    runs docs/test_docs.py (every public name of every package has a docstring and a place in
+    the API reference; every internal link of the built site resolves) and the ``>>>``
+    examples of the Markdown pages.
     Arguments after ``--`` go to sphinx-build.
     """
     import shutil
 
-    # The visualization tutorial renders graphs with Graphviz's `dot` (.ci/run installs it).
+    # The visualization tutorial and the architecture page's diagrams (sphinx.ext.graphviz)
+    # are rendered by Graphviz's `dot` (.ci/run installs it).
     if shutil.which("dot") is None:
         session.error(
-            "Graphviz's `dot` is not on PATH; the visualization tutorial needs it "
-            "(Debian/Ubuntu: apt-get install graphviz; CI installs it in .ci/run)"
+            "Graphviz's `dot` is not on PATH; the visualization tutorial and the diagrams need "
+            "it (Debian/Ubuntu: apt-get install graphviz; CI installs it in .ci/run)"
         )
     plugins = tuple(str(_package_dir(p)) for p in PACKAGES if p != CORE)
     # MyST-NB parses the Markdown pages (it builds on myst-parser) and executes the tutorials
     # in an ipykernel kernel; matplotlib draws their figures; pytest runs the checks.
-    tools = ("sphinx", "myst-parser", "myst-nb", "ipykernel", "furo", "matplotlib", "pytest")
-    _install_package(session, CORE, more=(*plugins, *tools))
+    # scikit-learn: the bundled digits of the few-shot and DEQ tutorials.
+    tools = (
+        "sphinx",
+        "myst-parser",
+        "myst-nb",
+        "ipykernel",
+        "furo",
+        "matplotlib",
+        "pytest",
+        "scikit-learn",
+    )
+    # The migration guide from higher runs higher's code beside difopt's and compares them
+    # (pure Python; TorchOpt's and learn2learn's code is shown, not run: see docs/migration/).
+    peers = ("higher==0.2.1",)
+    _install_package(session, CORE, more=(*plugins, *tools, *peers))
     docs_dir, build = ROOT / "docs", ROOT / "docs" / "_build"
     html = build / "html"
     shutil.rmtree(html, ignore_errors=True)  # no page of an earlier build left to check

@@ -1,5 +1,7 @@
 """Sphinx configuration: built by ``nox -s docs`` against the installed difopt."""
 
+import inspect
+import sys
 from typing import Any
 
 import difopt
@@ -12,12 +14,16 @@ version = release
 
 extensions = [
     # MyST-NB includes myst-parser: plain .md pages are parsed as MyST Markdown, and a .md file
-    # with a ``kernelspec`` in its front matter (docs/tutorials/) is a notebook, executed.
+    # with a ``kernelspec`` in its front matter (docs/tutorials/, docs/migration/) is a
+    # notebook, executed.
     "myst_nb",
     "sphinx.ext.autodoc",
+    # Diagrams (docs/architecture.md) rendered by Graphviz's `dot` at build time, no network.
+    "sphinx.ext.graphviz",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
 ]
+graphviz_output_format = "svg"
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
 exclude_patterns = ["_build", "_generated", "jupyter_execute", "**.ipynb_checkpoints"]
 
@@ -72,7 +78,6 @@ html_title = f"difopt {release}"
 # reference of the classic form (difopt.optim re-exports the meta classes as TorchOpt does;
 # they are documented once, under difopt.optim.meta).
 def _generate_optimizer_pages() -> None:
-    import inspect
     import pathlib
 
     out = pathlib.Path(__file__).resolve().parent / "_generated"
@@ -145,7 +150,60 @@ def _fix_source_backlinks(
             )
 
 
+# autodoc reads the doc comment of module-level data (``#: ...`` before the assignment, or a
+# docstring after it) from the source of the module it documents. A constant assigned in one
+# module and re-exported by another (``difopt.transform.MUON_NS_COEFFICIENTS`` from
+# ``difopt/transform/_muon.py``, ``difopt_unroll.MODES`` from ``engine.py``) has no comment
+# in the re-exporting module: automodule leaves it out, and an ``autodata`` of its public path
+# (docs/api.rst lists them) would show the docstring of its type (``tuple``'s). This hook gives
+# such an ``autodata`` the comment of the module of the same package that assigns it, so that
+# each constant is documented once, where it is defined. Data that no module of these packages
+# documents (optree's constants, re-exported by difopt.pytree) loses its type's docstring; its
+# description is the content of its ``autodata`` in docs/api.rst.
+def _attr_doc(module_name: str, name: str) -> list[str] | None:
+    from sphinx.errors import PycodeError
+    from sphinx.pycode import ModuleAnalyzer
+
+    try:
+        analyzer = ModuleAnalyzer.for_module(module_name)
+        analyzer.analyze()
+    except PycodeError:
+        return None
+    doc = analyzer.attr_docs.get(("", name))
+    return list(doc) if doc else None
+
+
+def _defining_doc(name: str, obj: Any, package: str) -> list[str] | None:
+    """The doc comment of ``name`` in the module of ``package`` that holds ``obj`` under that
+    name and has a comment for it: the module that assigns it."""
+    for module_name, module in sorted(sys.modules.items()):
+        if module_name.split(".")[0] != package or module is None:
+            continue
+        # vars(), not getattr: a plugin-backed module (difopt.visual) would load its plugin.
+        if vars(module).get(name, _defining_doc) is obj:
+            doc = _attr_doc(module_name, name)
+            if doc:
+                return doc
+    return None
+
+
+def _docstring_of_reexported_data(
+    app: Any, what: str, fullname: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    if what != "data" or "." not in fullname:
+        return
+    module_name, name = fullname.rsplit(".", 1)
+    if _attr_doc(module_name, name):
+        return  # the documented module assigns it, with its comment: autodoc has found it
+    doc = _defining_doc(name, obj, module_name.split(".")[0])
+    if doc:
+        lines[:] = [*doc, ""]
+    elif type(obj).__doc__ and "\n".join(lines).strip() == inspect.cleandoc(type(obj).__doc__):
+        lines[:] = []  # the type's docstring (tuple's, int's) says nothing about the constant
+
+
 def setup(app: Any) -> None:
+    app.connect("autodoc-process-docstring", _docstring_of_reexported_data)
     app.connect("html-collect-pages", _forget_unreadable_modules, priority=400)
     app.connect("doctree-read", _record_documented_modules)
     app.connect("html-page-context", _fix_source_backlinks)

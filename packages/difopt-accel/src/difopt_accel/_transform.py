@@ -3,7 +3,7 @@
 Each transformation here takes exactly the arguments of its pure counterpart in
 :mod:`difopt.transform` and keeps exactly its state (the same NamedTuple, a step ``count`` as a
 0-d int64 CPU tensor where the pure one has it), so the two are interchangeable mid-training,
-and computes the same values:
+and computes the same values (up to rounding: operations may be fused in another order):
 
 - :func:`scale_by_adam` (op ``adam``),
 - :func:`scale_by_rms` and :func:`scale_by_stddev` (op ``rms``, uncentered and centered),
@@ -473,4 +473,9 @@ class FusedOps:
 # The former name of FusedOps, when it provided Adam alone.
 AdamOps = FusedOps
 
+#: The provider object that the ``difopt.ops`` entry points ``adam``, ``rmsprop`` and ``sgd``
+#: name. difopt-core's ``use_accelerated_op=True`` loads it from the registry, asks
+#: ``ops.is_available(device)``, and builds the fused transformation with the factory of the
+#: pure one it replaces (``ops.scale_by_adam(...)``, ``scale_by_rms``, ``scale_by_stddev``,
+#: ``trace``), with the same arguments.
 ops = FusedOps()

@@ -11,7 +11,7 @@ Plugins declare entry points in one group per kind of thing they provide:
     factories taking the pure transformation's arguments: ``scale_by_adam`` (``adam``),
     ``scale_by_rms`` and ``scale_by_stddev`` (``rmsprop``), ``trace`` (``sgd``).
 ``difopt.diff``
-    differentiation modes (``implicit``, ``zero_order``): a module.
+    differentiation modes (``implicit``, ``zero_order``, ``unroll``): a module.
 ``difopt.distributed``, ``difopt.visual``
     the module behind ``difopt.distributed`` / ``difopt.visual``.
 

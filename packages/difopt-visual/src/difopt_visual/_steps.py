@@ -34,6 +34,9 @@ from difopt_visual._params import ParamNames
 __all__ = ["STEP_METADATA_KEY", "Step", "depth", "find_steps", "record_steps"]
 
 STEP_METADATA_KEY = "difopt.meta_step"
+"""The key of a step tag in ``grad_fn.metadata``: the value of
+``difopt.optim.meta.base.STEP_METADATA_KEY``, under which :func:`record_steps` and
+``difopt.MetaOptimizer.step`` tag the autograd nodes of each step."""
 
 
 @contextlib.contextmanager

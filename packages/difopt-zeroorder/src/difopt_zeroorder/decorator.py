@@ -34,6 +34,8 @@ __all__ = ["METHODS", "Method", "ZeroOrderOptions", "zero_order"]
 
 Method = Literal["naive", "forward", "antithetic"]
 METHODS: tuple[str, ...] = ("naive", "forward", "antithetic")
+"""The estimators ``method=`` accepts (:func:`zero_order`, the class keyword of
+:class:`difopt_zeroorder.ZeroOrderGradientModule`), the values of :data:`Method`."""
 
 
 @dataclasses.dataclass(frozen=True)
