@@ -149,7 +149,7 @@ def fast_path(
             warn_once(
                 f"{name}: {reason}",
                 f"{name} is not used ({reason}); using the pure PyTorch implementation, "
-                "which computes the same values.",
+                "which computes the same values up to rounding.",
             )
         return pure.update(updates, state, params=params, inplace=inplace)
 

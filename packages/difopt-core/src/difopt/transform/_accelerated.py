@@ -6,7 +6,7 @@ state, so the two are interchangeable mid-training. The op comes from the plugin
 ``difopt-accel`` registers all three) gives a provider object with ``is_available(device)``
 and one factory method per transformation. When no provider is installed, it lacks the method,
 or it does not support the updates' device, difopt warns once and runs the pure
-transformation, which computes the same values.
+transformation, which computes the same values up to rounding.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def scale_by_accelerated_adam(
 
     The op is the ``adam`` entry point of the ``difopt.ops`` group (e.g. ``difopt-accel``).
     When no provider is installed, or it does not support the parameters' device, difopt warns
-    once and runs :func:`scale_by_adam`, which computes the same values.
+    once and runs :func:`scale_by_adam`, which computes the same values up to rounding.
     """
     pure = scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
     return _fused_or_pure(
