@@ -29,7 +29,20 @@ class RecordedTransformation(GradientTransformation):
 
     _declared: Properties
     factory: Callable[..., GradientTransformation]
-    arguments: tuple[tuple[str, Any], ...]
+    # The call as made: bound to the factory's signature (defaults applied) on first use of
+    # ``arguments``, not at every construction (a meta optimizer is often built per task).
+    _call: tuple[inspect.Signature, tuple[Any, ...], dict[str, Any]]
+
+    @property
+    def arguments(self) -> tuple[tuple[str, Any], ...]:
+        """The factory's arguments, by name, defaults included."""
+        bound = self.__dict__.get("_arguments")
+        if bound is None:
+            signature, args, kwargs = self._call
+            call = signature.bind(*args, **kwargs)
+            call.apply_defaults()
+            bound = self.__dict__["_arguments"] = tuple(call.arguments.items())
+        return bound
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.arguments)
@@ -77,13 +90,11 @@ def transformation(factory: _F) -> _F:
 
     @functools.wraps(factory)
     def wrapper(*args: Any, **kwargs: Any) -> GradientTransformation:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        inner = factory(*bound.args, **bound.kwargs)
+        inner = factory(*args, **kwargs)  # a wrong argument raises the factory's TypeError
         out = RecordedTransformation(inner.init, none_aware(by_step(inner.update)))
         out._declared = inner.properties._replace(accepts_missing=True)
         out.factory = wrapper
-        out.arguments = tuple(bound.arguments.items())
+        out._call = (signature, args, kwargs)
         return out
 
     return wrapper  # type: ignore[return-value]
