@@ -193,7 +193,9 @@ class ChainedGradientTransformation(GradientTransformation):
                     f"chain() argument {i} must be a GradientTransformation, got {type(t).__name__}"
                 )
         parts = tuple(flat)
-        updates_of = tuple(t.update for t in parts)
+        # A part that declares the scale 1 leaves the updates and its (empty) state as they
+        # are: ``identity()`` behind a factory (``flip_sign_and_add_weight_decay()``).
+        updates_of = tuple(None if t.properties.scale == 1.0 else t.update for t in parts)
 
         def init(params: Any) -> tuple[Any, ...]:
             return tuple(t.init(params) for t in parts)
@@ -208,7 +210,8 @@ class ChainedGradientTransformation(GradientTransformation):
                 )
             new_state = []
             for part_update, s in zip(updates_of, state):
-                updates, s = part_update(updates, s, params=params, inplace=inplace)
+                if part_update is not None:
+                    updates, s = part_update(updates, s, params=params, inplace=inplace)
                 new_state.append(s)
             if all(new is old for new, old in zip(new_state, state)):
                 return updates, state  # no part changed its state (e.g. nothing took a step)
