@@ -75,7 +75,7 @@ def step(
         return lw.add(list(params), list(updates)), state
     n = plan.n_head
     head_state = tuple(state[:n])
-    updates: Any = grads
+    updates = grads
     if plan.runs:
         updates, ran = plan.head.update(
             grads, tuple(head_state[i] for i in plan.runs), params=params, inplace=inplace
