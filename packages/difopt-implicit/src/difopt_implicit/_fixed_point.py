@@ -825,7 +825,10 @@ def _attach_implicit(
                 u, _, _, converged, _ = _iterate(
                     lambda u: jt(u) + g_unit - u,
                     g_unit,
-                    solver if config.solver is None else config.solver,
+                    # Implicit() turned a name into its solver; None: the forward's.
+                    config.solver
+                    if isinstance(config.solver, (Picard, Anderson, Broyden))
+                    else solver,
                     adj_tol,
                     config.max_iter if config.max_iter is not None else max_iter,
                     "abs",
