@@ -19,9 +19,7 @@ from difopt.update import apply_updates
 
 
 class StepPlan(NamedTuple):
-    head: ChainedGradientTransformation  # the parts before ``adaptive`` that change the updates
-    runs: tuple[int, ...]  # their positions among the first ``n_head`` states
-    n_head: int  # parts before ``adaptive``, pass-throughs included
+    head: ChainedGradientTransformation
     adaptive: GradientTransformation | None
     factor: float
 
@@ -29,9 +27,8 @@ class StepPlan(NamedTuple):
 def make_plan(impl: GradientTransformation) -> StepPlan | None:
     """The plan for ``impl``, or None when it does not end with a constant scale.
 
-    Parts that declare the scale 1 (``identity()``, or a factory that returns it for its
-    arguments: ``flip_sign_and_add_weight_decay()`` without decay or ``maximize``) leave the
-    updates and their state as they are, so the step does not run them.
+    The head chain does not run its parts that declare the scale 1 (``identity()`` behind a
+    factory, e.g. ``flip_sign_and_add_weight_decay()`` without decay or ``maximize``).
     """
     if not isinstance(impl, ChainedGradientTransformation) or len(impl.transformations) < 2:
         return None
@@ -40,9 +37,7 @@ def make_plan(impl: GradientTransformation) -> StepPlan | None:
     if factor is None:
         return None
     adaptive = head.pop() if head and head[-1].properties.apply_scaled else None
-    runs = tuple(i for i, t in enumerate(head) if t.properties.scale != 1.0)
-    parts = ChainedGradientTransformation(*(head[i] for i in runs))
-    return StepPlan(parts, runs, len(head), adaptive, factor)
+    return StepPlan(ChainedGradientTransformation(*head), adaptive, factor)
 
 
 def _whole(impl: GradientTransformation | None) -> GradientTransformation:
@@ -73,20 +68,8 @@ def step(
         if inplace:
             return list(lw.add_(list(params), list(updates))), state
         return lw.add(list(params), list(updates)), state
-    n = plan.n_head
-    head_state = tuple(state[:n])
-    updates = grads
-    if plan.runs:
-        updates, ran = plan.head.update(
-            grads, tuple(head_state[i] for i in plan.runs), params=params, inplace=inplace
-        )
-        if len(plan.runs) == n:
-            head_state = tuple(ran)
-        else:
-            merged = list(head_state)
-            for i, s in zip(plan.runs, ran):
-                merged[i] = s
-            head_state = tuple(merged)
+    n = len(plan.head.transformations)
+    updates, head_state = plan.head.update(grads, state[:n], params=params, inplace=inplace)
     if plan.adaptive is not None:
         fused = plan.adaptive.properties.apply_scaled(  # type: ignore[misc]
             updates, state[n], params=params, factor=plan.factor, inplace=inplace
