@@ -247,7 +247,7 @@ class IdentityGradientTransformation(GradientTransformation):
     _declared = Properties(scale=1.0, accepts_missing=True)
 
     def __new__(cls) -> IdentityGradientTransformation:
-        return super().__new__(cls, _identity_init, _identity_update)
+        return super().__new__(cls, _empty_init, _identity_update)
 
     def __repr__(self) -> str:
         return "identity()"
@@ -266,7 +266,8 @@ class IdentityGradientTransformation(GradientTransformation):
         return identity, ()
 
 
-def _identity_init(params: Any) -> EmptyState:
+def _empty_init(params: Any) -> EmptyState:
+    """The ``init`` of a transformation that keeps no state."""
     return EmptyState()
 
 

@@ -10,7 +10,7 @@ import torch
 from difopt import _leafwise as lw
 from difopt import _validate as check
 from difopt._factory import transformation
-from difopt.base import EmptyState, GradientTransformation
+from difopt.base import GradientTransformation, _empty_init
 
 __all__ = ["clip_grad_norm"]
 
@@ -49,9 +49,6 @@ def clip_grad_norm(
         )
     check.boolean("detach_factor", detach_factor)
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
         if not xs:
@@ -71,4 +68,4 @@ def clip_grad_norm(
             factor = factor.detach()
         return lw.unflatten(spec, lw.mul(xs, factor)), state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(_empty_init, update)

@@ -8,7 +8,7 @@ import torch
 
 from difopt import _leafwise as lw
 from difopt._factory import transformation
-from difopt.base import EmptyState, GradientTransformation
+from difopt.base import GradientTransformation, _empty_init
 
 __all__ = ["nan_to_num_hook", "register_hook", "zero_nan_hook"]
 
@@ -39,13 +39,10 @@ def register_hook(hook: Callable[[torch.Tensor], torch.Tensor | None]) -> Gradie
     if not callable(hook):
         raise TypeError(f"Invalid value for 'hook': {hook!r} (expected a callable)")
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         for x in lw.leaves(updates):
             if x.requires_grad:
                 x.register_hook(hook)
         return updates, state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(_empty_init, update)

@@ -14,7 +14,7 @@ from difopt._factory import transformation
 from difopt._shapes import param_shaped
 from difopt.base import GradientTransformation
 from difopt.transform._adaptive import _step
-from difopt.transform._core import _check_same_structure, _require_params
+from difopt.transform._core import _params_like
 
 __all__ = ["ScaleByAsgdState", "scale_by_asgd"]
 
@@ -78,9 +78,8 @@ def scale_by_asgd(
         )
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
-        _require_params(params, "scale_by_asgd")
         gs, spec = lw.flatten(updates)
-        ps = _check_same_structure(spec, params, "scale_by_asgd")
+        ps = _params_like(spec, params, "scale_by_asgd")
         before = counters.step_value(state.count)  # steps taken so far (the counters agree here)
         count = counters.count_inc(state.count, inplace)
         etas, mus, axs = lw.leaves(state.eta), lw.leaves(state.mu), lw.leaves(state.ax)

@@ -13,7 +13,7 @@ from difopt import _validate as check
 from difopt._factory import transformation
 from difopt._missing_leaves import same_structure
 from difopt._shapes import param_shaped
-from difopt.base import EmptyState, GradientTransformation, identity
+from difopt.base import EmptyState, GradientTransformation, _empty_init, identity
 
 __all__ = [
     "MaskedState",
@@ -30,12 +30,10 @@ __all__ = [
 ]
 
 
-def _require_params(params: Any, who: str) -> None:
+def _params_like(updates_spec: Any, params: Any, who: str) -> list[Any]:
+    """The leaves of ``params``, which must be given and have the updates' structure."""
     if params is None:
         raise ValueError(f"{who} needs 'params': call update(updates, state, params=params)")
-
-
-def _check_same_structure(updates_spec: Any, params: Any, who: str) -> list[Any]:
     p_leaves, p_spec = lw.flatten(params)
     if p_spec != updates_spec:
         raise ValueError(
@@ -58,15 +56,12 @@ def scale(step_size: float) -> GradientTransformation:
                 f"Invalid value for 'step_size': {step_size!r} (expected a float or 0-d tensor)"
             )
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
         return lw.unflatten(spec, lw.mul(xs, step_size)), state
 
     constant = float(step_size) if isinstance(step_size, (int, float)) else None
-    return GradientTransformation(init, update).declare(scale=constant)
+    return GradientTransformation(_empty_init, update).declare(scale=constant)
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -135,14 +130,11 @@ class _NegatedSchedule:
 def _scale_by_neg_tensor(lr: torch.Tensor) -> GradientTransformation:
     """``-lr`` read at every update (not once): an in-place edit of ``lr`` takes effect."""
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
         return lw.unflatten(spec, lw.mul(xs, torch.neg(lr))), state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(_empty_init, update)
 
 
 def _check_lr_tree(
@@ -237,21 +229,17 @@ def flip_sign_and_add_weight_decay(
     if weight_decay == 0.0 and not maximize:
         return identity()
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
         if weight_decay != 0.0:
-            _require_params(params, "flip_sign_and_add_weight_decay")
-            ps = _check_same_structure(spec, params, "flip_sign_and_add_weight_decay")
+            ps = _params_like(spec, params, "flip_sign_and_add_weight_decay")
         if maximize:
             xs = lw.neg(xs)
         if weight_decay != 0.0:
             xs = lw.add(xs, ps, alpha=weight_decay)
         return lw.unflatten(spec, xs), state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(_empty_init, update)
 
 
 @param_shaped("trace")
@@ -424,18 +412,14 @@ def add_decayed_weights(weight_decay: float = 0.0, mask: Any = None) -> Gradient
     """
     check.non_negative("weight_decay", weight_decay)
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         if weight_decay == 0.0:
             return updates, state
-        _require_params(params, "add_decayed_weights")
         xs, spec = lw.flatten(updates)
-        ps = _check_same_structure(spec, params, "add_decayed_weights")
+        ps = _params_like(spec, params, "add_decayed_weights")
         return lw.unflatten(spec, lw.add(xs, ps, alpha=weight_decay)), state
 
-    plain = GradientTransformation(init, update)
+    plain = GradientTransformation(_empty_init, update)
     if mask is not None:
         return masked(plain, mask)
     return plain
@@ -458,9 +442,6 @@ def nan_to_num(
     if nan is not None and math.isnan(nan):
         raise ValueError("Invalid value for 'nan': nan (expected a number)")
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         xs, spec = lw.flatten(updates)
         # In place (TorchOpt's contract: the same tensors come back) unless that would write
@@ -473,4 +454,4 @@ def nan_to_num(
         ]
         return lw.unflatten(spec, out), state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(_empty_init, update)
