@@ -7,6 +7,7 @@ compare, print and pickle.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import operator
@@ -71,11 +72,11 @@ class _Schedule:
         return f"{_public_name[type(self).__name__]}({args})"
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class _Constant(_Schedule):
     """What TorchOpt documents for ``transition_steps <= 0``: ``init_value`` at every step."""
 
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    value: Any
 
     def __call__(self, count: Any) -> Any:
         return self.value
@@ -84,20 +85,13 @@ class _Constant(_Schedule):
         return f"constant_schedule({self.value!r})"
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class _Polynomial(_Schedule):
-    def __init__(
-        self,
-        init_value: float,
-        end_value: float,
-        power: float,
-        transition_steps: int,
-        transition_begin: int,
-    ) -> None:
-        self.init_value = init_value
-        self.end_value = end_value
-        self.power = power
-        self.transition_steps = transition_steps
-        self.transition_begin = transition_begin
+    init_value: float
+    end_value: float
+    power: float
+    transition_steps: int
+    transition_begin: int
 
     def __call__(self, count: Any) -> Any:
         steps = _clip(count - self.transition_begin, 0, self.transition_steps)
@@ -140,22 +134,14 @@ def linear_schedule(
     return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class _Exponential(_Schedule):
-    def __init__(
-        self,
-        init_value: float,
-        decay_rate: float,
-        transition_begin: int,
-        transition_steps: int,
-        staircase: bool,
-        end_value: float | None,
-    ) -> None:
-        self.init_value = init_value
-        self.decay_rate = decay_rate
-        self.transition_begin = transition_begin
-        self.transition_steps = transition_steps
-        self.staircase = staircase
-        self.end_value = end_value
+    init_value: float
+    decay_rate: float
+    transition_begin: int
+    transition_steps: int
+    staircase: bool
+    end_value: float | None
 
     def __call__(self, count: Any) -> Any:
         steps = count - self.transition_begin
@@ -213,12 +199,12 @@ def exponential_decay(
     )
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class _Cosine(_Schedule):
-    def __init__(self, init_value: float, decay_steps: int, alpha: float, exponent: float) -> None:
-        self.init_value = init_value
-        self.decay_steps = decay_steps
-        self.alpha = alpha
-        self.exponent = exponent
+    init_value: float
+    decay_steps: int
+    alpha: float
+    exponent: float
 
     def __call__(self, count: Any) -> Any:
         frac = _clip(count, 0, self.decay_steps) / self.decay_steps
@@ -247,22 +233,14 @@ def cosine_decay(
     return _Cosine(init_value, decay_steps, alpha, exponent)
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class _WarmupCosine(_Schedule):
-    def __init__(
-        self,
-        init_value: float,
-        peak_value: float,
-        warmup_steps: int,
-        decay_steps: int,
-        end_value: float,
-        exponent: float,
-    ) -> None:
-        self.init_value = init_value
-        self.peak_value = peak_value
-        self.warmup_steps = warmup_steps
-        self.decay_steps = decay_steps
-        self.end_value = end_value
-        self.exponent = exponent
+    init_value: float
+    peak_value: float
+    warmup_steps: int
+    decay_steps: int
+    end_value: float
+    exponent: float
 
     def __call__(self, count: Any) -> Any:
         cos_steps = self.decay_steps - self.warmup_steps
