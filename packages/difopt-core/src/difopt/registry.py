@@ -116,16 +116,12 @@ def _normalize(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def _disabled() -> set[str]:
-    raw = os.environ.get(DISABLE_ENV, "")
-    return {_normalize(x.strip()) for x in raw.split(",") if x.strip()}
-
-
 def discover() -> None:
     """(Re)read the entry points of installed distributions. Imports no plugin."""
     _registry.clear()
     _registry.update({g: {} for g in GROUPS})
-    disabled = _disabled()
+    raw = os.environ.get(DISABLE_ENV, "")
+    disabled = {_normalize(x.strip()) for x in raw.split(",") if x.strip()}
     all_eps = md.entry_points()
     for group in GROUPS:
         for ep in all_eps.select(group=group):

@@ -53,18 +53,14 @@ class ModuleState(NamedTuple):
     detach_buffers: bool = False
 
 
-def _policy(by: Any) -> str:
+def _copier(by: Any, device: Any) -> Any:
     if by not in _POLICIES:
         raise ValueError(
             f"Invalid value for 'by': {by!r} (expected one of {sorted(_POLICIES)}: "
             "'reference' shares tensors, 'copy'/'clone' copies them on the graph, "
             "'deepcopy'/'deepclone' copies them detached)"
         )
-    return _POLICIES[by]
-
-
-def _copier(by: Any, device: Any) -> Any:
-    policy = _policy(by)
+    policy = _POLICIES[by]
 
     def copy_tensor(t: torch.Tensor) -> torch.Tensor:
         if policy == "reference":
@@ -180,11 +176,6 @@ def recover_state_dict(target: nn.Module | MetaOptimizer, state: Any) -> None:
             c.update(s)
 
 
-def _detach_tensor_(t: torch.Tensor) -> None:
-    requires_grad = t.requires_grad
-    t.detach_().requires_grad_(requires_grad)
-
-
 def _tensors_of(target: Any) -> list[torch.Tensor]:
     if isinstance(target, ModuleState):
         return [v for c in (*target.params, *target.buffers) for v in c.values()]
@@ -209,7 +200,8 @@ def stop_gradient(target: Any) -> None:
     """
     for t in _tensors_of(target):
         if t.grad_fn is not None or t.requires_grad:
-            _detach_tensor_(t)
+            requires_grad = t.requires_grad
+            t.detach_().requires_grad_(requires_grad)
 
 
 def module_detach_(target: Any) -> Any:

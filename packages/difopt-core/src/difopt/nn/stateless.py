@@ -11,12 +11,6 @@ from torch import nn
 __all__ = ["reparameterize", "reparametrize", "swap_state"]
 
 
-def _items(named_tensors: Any) -> list[tuple[str, torch.Tensor]]:
-    if isinstance(named_tensors, dict):
-        return list(named_tensors.items())
-    return list(named_tensors)
-
-
 def _submodule(module: nn.Module, name: str, path: str) -> nn.Module:
     child = module._modules.get(name)
     if child is None:
@@ -60,7 +54,7 @@ def swap_state(
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"'module' must be an nn.Module, got {type(module).__name__}")
-    items = _items(named_tensors)
+    items = named_tensors.items() if isinstance(named_tensors, dict) else named_tensors
     plan = []
     for name, value in items:
         container, attr = _container_of(module, name)

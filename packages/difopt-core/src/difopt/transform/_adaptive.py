@@ -59,10 +59,6 @@ def _moments(params: Any, n: int, requires_grad: bool, fill: float = 0.0) -> lis
     return [lw.unflatten(spec, lw.full_like(ps, fill, requires_grad)) for _ in range(n)]
 
 
-def _power(base: float, step: int | torch.Tensor) -> float | torch.Tensor:
-    return base**step
-
-
 def _step(count: Any, updates: Sequence[torch.Tensor]) -> int | torch.Tensor:
     """The step value of ``count`` (see :func:`difopt._leafwise.step_value`); a counter that
     cannot be read (traced under ``torch.compile``, batched under ``vmap``) as a float tensor
@@ -259,9 +255,7 @@ def _adam_family(
             moments.append(maximum(lw.leaves(state.nu_max), nu, inplace))
         count = counters.count_inc(state.count, inplace)
         t = _step(count, gs)
-        out = _adam_direction(
-            mu, moments[-1], 1.0 - _power(b1, t), 1.0 - _power(b2, t), eps, eps_root, inplace
-        )
+        out = _adam_direction(mu, moments[-1], 1.0 - b1**t, 1.0 - b2**t, eps, eps_root, inplace)
         return lw.unflatten(spec, out), make_state([lw.unflatten(spec, m) for m in moments], count)
 
     def apply_scaled(
@@ -305,7 +299,7 @@ def scale_by_adamax(
         norm = [torch.maximum(n * b2, g.abs() + eps) for n, g in zip(lw.leaves(state.nu), gs)]
         nu = lw.assign(lw.leaves(state.nu), norm, inplace)
         count = counters.count_inc(state.count, inplace)
-        bc1 = 1.0 - _power(b1, _step(count, gs))
+        bc1 = 1.0 - b1 ** _step(count, gs)
         out = [m / (bc1 * n) for m, n in zip(mu, nu)]
         new_state = ScaleByAdamaxState(lw.unflatten(spec, mu), lw.unflatten(spec, nu), count)
         return lw.unflatten(spec, out), new_state
@@ -351,9 +345,9 @@ def scale_by_radam(
         nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
         count = counters.count_inc(state.count, inplace)
         t = _step(count, gs)
-        bc1 = 1.0 - _power(b1, t)
-        bc2 = 1.0 - _power(b2, t)
-        rho_t = rho_inf - 2.0 * t * _power(b2, t) / bc2
+        bc1 = 1.0 - b1**t
+        bc2 = 1.0 - b2**t
+        rho_t = rho_inf - 2.0 * t * b2**t / bc2
         mu_hat = lw.mul(mu, 1.0 / bc1)
         if isinstance(t, int):
             if rho_t > threshold:
@@ -608,7 +602,7 @@ def scale_by_nadam(
         # The running product stays float64 in the state; a traced step computes with it in
         # the updates' precision, like the other step-dependent scalars.
         prod = float(mu_product[0]) if isinstance(t, int) else mu_product[0].to(t.dtype)
-        bc2 = 1.0 - _power(b2, t)
+        bc2 = 1.0 - b2**t
         denom = lw.add_scalar(lw.sqrt(lw.mul(nu, 1.0 / bc2)), eps)
         c_g = (1.0 - m_t) / (1.0 - prod)
         c_m = m_next / (1.0 - prod * m_next)
@@ -708,7 +702,7 @@ def scale_by_adan(
         new_prev = lw.assign(prev, gs, inplace)
         count = counters.count_inc(state.count, inplace)
         t = _step(count, gs)
-        bc1, bc2, bc3 = (1.0 - _power(b, t) for b in (b1, b2, b3))
+        bc1, bc2, bc3 = (1.0 - b**t for b in (b1, b2, b3))
         out = [
             (m / bc1 + b2 * d / bc2) / ((n / bc3).sqrt() + eps) for m, d, n in zip(mu, delta, nu)
         ]
