@@ -232,11 +232,7 @@ def adam(
 
     Args:
         lr: learning rate: a float, a 0-d tensor or a schedule; or, in the functional and
-            meta forms, per-parameter learning rates: a tree of floating-point tensors with
-            the parameters' structure, each 0-d or broadcastable to its parameter
-            (``MetaAdam(module, lr=...)`` takes a list in ``module.parameters()`` order, or a
-            dict keyed by parameter name, over the parameters that require grad). Rates that
-            require grad get gradients through the step.
+            meta forms, per-parameter learning rates, as :func:`difopt.sgd` takes them.
         betas: decay rates of the first and second moment estimates.
         eps: term added to the denominator for numerical stability.
         weight_decay: L2 penalty added to the gradient (decoupled with
