@@ -22,7 +22,7 @@ def chain(*transformations: GradientTransformation) -> ChainedGradientTransforma
         >>> import difopt
         >>> difopt.chain(difopt.clip_grad_norm(1.0), difopt.chain(difopt.transform.scale(-0.1)))
         ChainedGradientTransformation(
-            clip_grad_norm(max_norm=1.0, norm_type=2.0, error_if_nonfinite=False),
+            clip_grad_norm(max_norm=1.0, norm_type=2.0, error_if_nonfinite=False, detach_factor=False),
             scale(step_size=-0.1)
         )
     """
