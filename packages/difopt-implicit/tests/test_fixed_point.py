@@ -386,6 +386,14 @@ def test_a_non_contracting_map_is_reported_not_a_nan() -> None:
     assert not bool(info.converged) and torch.isfinite(z).all()
 
 
+@pytest.mark.parametrize("stop_mode", ["abs", "rel"])
+def test_a_non_finite_start_is_not_reported_converged(stop_mode: str) -> None:
+    # F is finite at z = inf: with stop_mode="rel" the residual |F| / |z - F| would be 0.
+    z0 = torch.tensor([math.inf, 0.0], dtype=DT)
+    z, info = di.root(lambda z: torch.tanh(z) - 0.5, z0, solver="picard", stop_mode=stop_mode)
+    assert not bool(info.converged) and int(info.iterations) == 0
+
+
 def test_batched_failure_flags_only_the_bad_sample() -> None:
     rates = torch.tensor([0.5, 2.0])
     z, info = di.fixed_point(

@@ -164,7 +164,9 @@ class Anderson:
         _set(self, "ridge", _check_number("ridge", self.ridge, low=0.0, low_open=False))
 
     def _start(self, residual: Flat, z: torch.Tensor, g: torch.Tensor) -> _Run:
-        return _AndersonRun(self, z)
+        if torch.is_grad_enabled():
+            return _AndersonGraphRun(self)
+        return _AndersonRun(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,46 +259,87 @@ class _PicardRun(_Run):
         return z + self.damping * g
 
 
+def _anderson_mix(
+    GG: torch.Tensor, F: torch.Tensor, G: torch.Tensor, ones: torch.Tensor, config: Anderson
+) -> torch.Tensor:
+    """The next Anderson iterate from the memory: images ``F``, residuals ``G`` (``(B, k, n)``).
+
+    ``GG`` is the Gram matrix ``G G^T`` (``(B, k, k)``, regularised in place), ``ones`` a
+    ``(B, k, 1)`` tensor of ones. The weights ``alpha`` minimise ``|G^T alpha|^2 + lam
+    |alpha|^2`` subject to ``sum(alpha) = 1``: ``alpha = y / sum(y)`` with
+    ``(G G^T + lam I) y = 1``.
+    """
+    diagonal = GG.diagonal(dim1=1, dim2=2)
+    scale = diagonal.mean(-1, keepdim=True)
+    # Relative to the memory's scale (1 when it is zero: a converged, frozen sample), and never
+    # below the dtype's resolution, so the system is never singular.
+    diagonal.add_(
+        torch.where(scale > 0, scale, 1.0), alpha=config.ridge + 10 * torch.finfo(GG.dtype).eps
+    )
+    y = torch.linalg.solve_ex(GG, ones)[0]
+    total = y.sum(1)  # (B, 1)
+    mixed_f = (y * F).sum(1) / total
+    if config.damping == 1.0:
+        return mixed_f
+    # damping * alpha F + (1 - damping) * alpha X, with X = F - G
+    return mixed_f - (1 - config.damping) * (y * G).sum(1) / total
+
+
 class _AndersonRun(_Run):
-    def __init__(self, config: Anderson, z: torch.Tensor) -> None:
+    """Anderson without a graph: the memory in ring buffers, updated in place.
+
+    ``F`` and ``G`` (``(B, m, n)``) hold the last ``m`` images ``z + g`` and residuals ``g``, a
+    slot each, overwritten in turn (the order of the memory does not change the mix); ``GG``
+    is their Gram matrix, of which each step computes the new row only.
+    """
+
+    def __init__(self, config: Anderson) -> None:
         self.config = config
-        self.X: list[torch.Tensor] = []  # iterates, newest last, at most m
-        self.F: list[torch.Tensor] = []  # their images z + g
+        self.count = 0  # steps taken
 
     def step(self, z: torch.Tensor, g: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        self.X.append(z)
+        m = self.config.m
+        slot = self.count % m
+        k = min(self.count + 1, m)
+        if not self.count:
+            # Made from z and g (not new_empty): batched inside torch.func.vmap if they are.
+            self.F = (z + g).unsqueeze(1).repeat(1, m, 1)
+            self.G = g.unsqueeze(1).repeat(1, m, 1)
+            self.GG = self.G @ self.G.transpose(1, 2)  # its [:k, :k] block is kept exact
+            self.ones = self.GG.new_ones(()).expand(*self.GG.shape[:2], 1)
+        else:
+            self.F.select(1, slot).copy_(z).add_(g)
+            self.G.select(1, slot).copy_(g)
+            row = (self.G[:, :k] * g.unsqueeze(1)).sum(-1)  # (B, k)
+            self.GG.select(1, slot)[:, :k].copy_(row)
+            self.GG.select(2, slot)[:, :k].copy_(row)
+        self.count += 1
+        if k == 1:
+            return z + self.config.damping * g
+        return _anderson_mix(
+            self.GG[:, :k, :k].clone(), self.F[:, :k], self.G[:, :k], self.ones[:, :k], self.config
+        )
+
+
+class _AndersonGraphRun(_Run):
+    """Anderson on the autograd graph (``backward="unrolled"``): the memory is a list."""
+
+    def __init__(self, config: Anderson) -> None:
+        self.config = config
+        self.F: list[torch.Tensor] = []  # images z + g, newest last, at most m
+        self.G: list[torch.Tensor] = []  # residuals g
+
+    def step(self, z: torch.Tensor, g: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         self.F.append(z + g)
-        if len(self.X) > cfg.m:
-            self.X.pop(0)
+        self.G.append(g)
+        if len(self.F) > self.config.m:
             self.F.pop(0)
-        if len(self.X) == 1:
-            return z + cfg.damping * g
-        X = torch.stack(self.X, 1)  # (B, k, n)
-        F = torch.stack(self.F, 1)
-        G = F - X
-        k = G.shape[1]
-        GG = G @ G.transpose(1, 2)  # (B, k, k)
-        scale = GG.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True).unsqueeze(-1)
-        eye = torch.eye(k, dtype=z.dtype, device=z.device)
-        # Relative to the memory's scale (1 when it is zero: a converged, frozen sample), and
-        # never below the dtype's resolution, so the bordered system is never singular.
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        lam = (cfg.ridge + 10 * torch.finfo(z.dtype).eps) * scale
-        # Bordered system of the constrained least squares: [0 1^T; 1 GG^T + lam I].
-        batch = z.shape[0]
-        ones_row = torch.ones(batch, 1, k, dtype=z.dtype, device=z.device)
-        top = torch.cat([torch.zeros_like(ones_row[:, :, :1]), ones_row], 2)
-        body = torch.cat([ones_row.transpose(1, 2), GG + lam * eye], 2)
-        H = torch.cat([top, body], 1)  # (B, k + 1, k + 1)
-        rhs = torch.zeros(batch, k + 1, 1, dtype=z.dtype, device=z.device)
-        rhs[:, 0] = 1
-        alpha = torch.linalg.solve(H, rhs)[:, 1:, 0]  # (B, k)
-        mixed_f = (alpha.unsqueeze(1) @ F).squeeze(1)
-        if cfg.damping == 1.0:
-            return mixed_f
-        mixed_x = (alpha.unsqueeze(1) @ X).squeeze(1)
-        return cfg.damping * mixed_f + (1 - cfg.damping) * mixed_x
+            self.G.pop(0)
+        if len(self.F) == 1:
+            return z + self.config.damping * g
+        F, G = torch.stack(self.F, 1), torch.stack(self.G, 1)
+        ones = G.new_ones(()).expand(*G.shape[:2], 1)
+        return _anderson_mix(G @ G.transpose(1, 2), F, G, ones, self.config)
 
 
 class _BroydenRun(_Run):
@@ -639,11 +682,21 @@ class _Layout:
         else:
             self.batch = 1
         self.shapes = [t.shape for t in flat]
+        # z0 a single tensor: its (B, n) view needs no pytree walk (and no reshape if 2-d).
+        self.tensor = isinstance(z0, torch.Tensor)
+        self.matrix = self.tensor and z0.dim() == 2 and batched
         self.sizes = [t.numel() // self.batch if self.batch else 0 for t in flat]
         self.dtype = flat[0].dtype
         self.device = flat[0].device
 
     def ravel(self, tree: Any, what: str) -> torch.Tensor:
+        if (
+            self.tensor
+            and isinstance(tree, torch.Tensor)
+            and tree.shape == self.shapes[0]
+            and tree.dtype == self.dtype
+        ):
+            return tree if self.matrix else tree.reshape(self.batch, -1)
         flat, spec = pytree.tree_flatten(tree, namespace=pytree.NAMESPACE)
         if (
             spec != self.spec
@@ -667,6 +720,8 @@ class _Layout:
         return torch.cat([t.reshape(self.batch, -1) for t in flat], 1)
 
     def unravel(self, z: torch.Tensor) -> Any:
+        if self.tensor:
+            return z if self.matrix else z.reshape(self.shapes[0])
         if len(self.shapes) == 1:
             return pytree.tree_unflatten(self.spec, [z.reshape(self.shapes[0])])
         parts = torch.split(z, self.sizes, 1)
@@ -698,43 +753,52 @@ def _iterate(
     tol: float,
     max_iter: int,
     stop_mode: str,
+    check_iterate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Run ``solver`` on ``G(z) = residual(z)`` from ``z`` (a ``(B, n)`` matrix).
 
-    Returns the final iterate, its residual vector, the per-sample iteration counts, the
+    A sample is active while its residual is finite and above ``tol``; a step that gives it a
+    non-finite iterate or residual is discarded and the sample stops there (not converged).
+    ``check_iterate=False`` says that a finite residual implies a finite iterate (true of
+    ``G(z) = T(z) - z``: a non-finite ``z`` makes ``G`` non-finite), which saves a test per
+    step. Returns the final iterate, its residual vector, the per-sample iteration counts, the
     converged flags and the trace of residual norms.
     """
 
-    def norm(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def norm(z: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The residual, and a per-sample value that is finite iff the sample is finite.
         r = torch.linalg.vector_norm(g, dim=-1)
         if stop_mode == "rel":
-            r = r / (torch.linalg.vector_norm(z + g, dim=-1) + torch.finfo(z.dtype).tiny)
-        return r
+            image = torch.linalg.vector_norm(z + g, dim=-1)  # finite: z + g and g finite
+            return r / (image + torch.finfo(z.dtype).tiny), r + image
+        if check_iterate:
+            return r, torch.where(torch.isfinite(z).all(-1), r, math.inf)
+        return r, r
 
     g = residual(z)
-    res = norm(z, g)
-    finite = torch.isfinite(res)
+    res, check = norm(z, g)
+    finite = check < math.inf  # check >= 0 unless NaN
+    active = finite & (res > tol)
     run = solver._start(residual, z, g)
     iterations = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     trace = [res.detach()]
     for _ in range(max_iter):
-        active = finite & (res > tol)
         if _no_sample_active(active):
             break
         z_new = run.step(z, g, active)
         g_new = residual(z_new)
-        res_new = norm(z_new, g_new)
-        finite_new = torch.isfinite(res_new) & torch.isfinite(z_new).all(-1)
-        # A sample whose step gave a non-finite value stops where it was (flagged below).
-        take = active & finite_new
+        res_new, check = norm(z_new, g_new)
+        # A sample whose step gave a non-finite value stops where it was.
+        take = active & (check < math.inf)
         col = take.unsqueeze(-1)
         z = torch.where(col, z_new, z)
         g = torch.where(col, g_new, g)
         res = torch.where(take, res_new, res)
-        finite = finite & (finite_new | ~active)
-        iterations = iterations + active.long()
+        iterations = iterations + active
+        active = take & (res > tol)
         run.observe(z, g, take)
         trace.append(res.detach())
+    # A sample that went non-finite kept its residual above tol (it was active).
     converged = finite & (res <= tol)
     return z, g, iterations, converged, trace
 
@@ -798,10 +862,13 @@ def _attach_implicit(
         if torch.is_grad_enabled():  # autograd runs hooks in grad mode iff create_graph=True
             raise RuntimeError(_SECOND_ORDER)
 
+        every_ok = _no_sample_active(~ok)
+
         def jt(v: torch.Tensor) -> torch.Tensor:  # J^T v on the samples with a gradient
             (vjp,) = torch.autograd.grad(out_z, z_leaf, v, retain_graph=True, allow_unused=True)
-            vjp = torch.zeros_like(v) if vjp is None else vjp
-            return torch.where(ok, vjp, torch.zeros_like(vjp))
+            if vjp is None:
+                return torch.zeros_like(v)
+            return vjp if every_ok else torch.where(ok, vjp, 0.0)
 
         grad = torch.where(ok, grad, torch.zeros_like(grad))
         with torch.no_grad():
@@ -832,6 +899,7 @@ def _attach_implicit(
                     adj_tol,
                     config.max_iter if config.max_iter is not None else max_iter,
                     "abs",
+                    check_iterate=False,
                 )
                 u = u * scale
                 what = "fixed point"
@@ -914,7 +982,7 @@ def _solve(
     unrolled = isinstance(backward_cfg, Unrolled) and torch.is_grad_enabled()
     with torch.set_grad_enabled(unrolled):
         z, g, iterations, converged, trace = _iterate(
-            residual, start, solver_cfg, tol, max_iter, stop_mode
+            residual, start, solver_cfg, tol, max_iter, stop_mode, check_iterate=root
         )
     info = FixedPointInfo(
         iterations=layout.per_sample(iterations),
