@@ -40,7 +40,8 @@ evaluations). Then, untimed, one more pass over the training batches (forward an
 no optimizer step) counts the vector-Jacobian products of ``f`` in each backward pass (a hook
 on a tensor inside ``f``): for the implicit backwards, the adjoint solve's iterations plus the
 one product that carries the adjoint to the parameters; for the unrolled one, one per
-recorded iteration.
+recorded iteration; and the memory the forward pass leaves for the backward (the distinct
+storages autograd saves, the parameters excepted).
 
 Targets: difopt step / torchdeq step <= 0.8; difopt implicit backward / unrolled backward <= 0.5.
 
@@ -281,15 +282,37 @@ def main() -> None:
         perm[i : i + args.batch_size]
         for i in range(0, len(perm) - args.batch_size + 1, args.batch_size)
     ]
+    # And the memory the forward pass keeps for the backward: the bytes of the distinct
+    # storages autograd saves (the parameters excepted), per batch.
+    saved_kib: dict[str, float] = {}
+
+    def forward_saving(model: nn.Module, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The loss on the batch, and the KiB that autograd saved for its backward."""
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in weights:
+                storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
+        return loss, sum(storages.values()) / 1024
+
     for name in names:
         model = models[name]
         model.cell.vjps = []
+        kib = []
         for idx in batches:
-            loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
+            loss, saved = forward_saving(model, idx)
+            kib.append(saved)
             model.cell.vjps.append(0)
             model.zero_grad()
             loss.backward()
         backward_vjps[name] = statistics.mean(model.cell.vjps)
+        saved_kib[name] = statistics.mean(kib)
         model.cell.vjps = None
         model.zero_grad()
 
@@ -311,13 +334,14 @@ def main() -> None:
         rows.append(
             [name]
             + [_bench.fmt_time(statistics.median(times[part][name])) for part in parts]
-            + [f"{iterations[name]:.1f}", f"{backward_vjps[name]:.1f}", f"{accuracy[name]:.3f}"]
+            + [f"{iterations[name]:.1f}", f"{backward_vjps[name]:.1f}"]
+            + [f"{saved_kib[name]:.0f}", f"{accuracy[name]:.3f}"]
         )
     for name, why in status.items():
         rows.append([name, why])
     header = [
         "contender", "forward", "backward", "step", "f evals/batch", "backward VJPs/batch",
-        "test acc",
+        "saved KiB/batch", "test acc",
     ]  # fmt: skip
     print(_bench.table(rows, header))
 
@@ -362,6 +386,7 @@ def main() -> None:
             "accuracy": accuracy,
             "forward_iterations": iterations,
             "backward_vjps": backward_vjps,
+            "saved_for_backward_kib": saved_kib,
             "contenders": {
                 part: {n: _bench.summary(times[part][n]) for n in names} for part in parts
             },
