@@ -23,15 +23,8 @@ _CLASSIC_FIXED = {"moment_requires_grad": False}  # in-place state never needs a
 
 
 def _forms(fn: Alias) -> dict[str, Any]:
-    return getattr(fn, "__difopt_forms__", None) or {
-        "classic_name": None,
-        "meta_name": None,
-        "classic_defaults": {},
-        "meta_defaults": {},
-        "spellings": (),
-        "classic_positional": None,
-        "meta_positional": None,
-    }
+    """What :func:`difopt.alias.forms` recorded for ``fn`` (nothing: an empty dict)."""
+    return getattr(fn, "__difopt_forms__", None) or {}
 
 
 def classic_forms(aliases: tuple[Alias, ...]) -> dict[str, type]:
@@ -39,7 +32,7 @@ def classic_forms(aliases: tuple[Alias, ...]) -> dict[str, type]:
     out: dict[str, type] = {}
     for fn in aliases:
         cls = classic_class(fn)
-        for name in (cls.__name__, *_forms(fn)["spellings"]):
+        for name in (cls.__name__, *_forms(fn).get("spellings", ())):
             out[name] = cls
     return out
 
@@ -49,7 +42,7 @@ def meta_forms(aliases: tuple[Alias, ...]) -> dict[str, type]:
     out: dict[str, type] = {}
     for fn in aliases:
         cls = meta_class(fn)
-        for name in (cls.__name__, *("Meta" + s for s in _forms(fn)["spellings"])):
+        for name in (cls.__name__, *("Meta" + s for s in _forms(fn).get("spellings", ()))):
             out[name] = cls
     return out
 
@@ -163,7 +156,7 @@ def _build(
 def classic_class(fn: Alias) -> type:
     """The torch.optim-style class of alias ``fn`` (cached: one class per alias)."""
     f = _forms(fn)
-    name = f["classic_name"] or default_name(fn)
+    name = f.get("classic_name") or default_name(fn)
     head = (
         f"The torch.optim-style form of :func:`{fn.__module__}.{fn.__name__}`: "
         f"``{name}(params, ...)`` with ``step(closure)``, ``zero_grad``, ``state_dict``."
@@ -173,7 +166,7 @@ def classic_class(fn: Alias) -> type:
         Optimizer,
         "params",
         name,
-        f["classic_defaults"],
+        f.get("classic_defaults", {}),
         _CLASSIC_FIXED,
         head,
         f.get("classic_positional"),
@@ -184,8 +177,8 @@ def classic_class(fn: Alias) -> type:
 def meta_class(fn: Alias) -> type:
     """The differentiable class of alias ``fn`` (cached: one class per alias)."""
     f = _forms(fn)
-    name = f["meta_name"] or "Meta" + default_name(fn)
-    overrides = dict(f["meta_defaults"])
+    name = f.get("meta_name") or "Meta" + default_name(fn)
+    overrides = dict(f.get("meta_defaults", {}))
     if not getattr(fn, "__difopt_forms__", None):
         overrides.setdefault("moment_requires_grad", True)
     head = (

@@ -395,8 +395,7 @@ def scale_by_adadelta(
     check.non_negative("eps", eps)
 
     def init(params: Any) -> ScaleByAdaDeltaState:
-        mu, nu = _moments(params, 2, moment_requires_grad)
-        return ScaleByAdaDeltaState(mu=mu, nu=nu)
+        return ScaleByAdaDeltaState(*_moments(params, 2, moment_requires_grad))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
@@ -431,8 +430,7 @@ def scale_by_rms(
     check.non_negative("initial_scale", initial_scale)
 
     def init(params: Any) -> ScaleByRmsState:
-        (nu,) = _moments(params, 1, False, initial_scale)
-        return ScaleByRmsState(nu=nu)
+        return ScaleByRmsState(*_moments(params, 1, False, initial_scale))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
@@ -537,8 +535,7 @@ def scale_by_rss(
     check.non_negative("eps", eps)
 
     def init(params: Any) -> ScaleByRssState:
-        (s,) = _moments(params, 1, False, initial_accumulator_value)
-        return ScaleByRssState(sum_of_squares=s)
+        return ScaleByRssState(*_moments(params, 1, False, initial_accumulator_value))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
@@ -637,8 +634,7 @@ def scale_by_lion(
     check.unit_interval("b2", b2)
 
     def init(params: Any) -> ScaleByLionState:
-        (mu,) = _moments(params, 1, moment_requires_grad)
-        return ScaleByLionState(mu=mu)
+        return ScaleByLionState(*_moments(params, 1, moment_requires_grad))
 
     def update(updates: Any, state: Any, *, params: Any = None, inplace: bool = True) -> Any:
         gs, spec = lw.flatten(updates)
