@@ -84,7 +84,7 @@ def by_step(update: UpdateFn) -> UpdateFn:
             return update(updates, state, params=params, inplace=inplace)
         leaves, spec = lw.flatten_with_none(updates)
         count_leaves, count_spec = lw.flatten_with_none(count)
-        if not _same_shape(count_spec, spec):  # not one counter per parameter: nothing to split
+        if not same_structure(count_spec, spec):  # not one counter per parameter: nothing to split
             return update(updates, state, params=params, inplace=inplace)
         step_of = _spread(values, count_leaves)
         out_leaves: list[Any] = list(leaves)
@@ -112,15 +112,10 @@ def _spread(values: Sequence[int], leaves: Sequence[Any]) -> list[int | None]:
 
 
 def _shaped_like(tree: Any, spec: optree.PyTreeSpec) -> bool:
-    return _same_shape(optree.tree_structure(tree, none_is_leaf=True, namespace=NAMESPACE), spec)
+    return same_structure(optree.tree_structure(tree, none_is_leaf=True, namespace=NAMESPACE), spec)
 
 
 def same_structure(a: optree.PyTreeSpec, b: optree.PyTreeSpec) -> bool:
-    """Whether two structures are the same up to list versus tuple."""
-    return _same_shape(a, b)
-
-
-def _same_shape(a: optree.PyTreeSpec, b: optree.PyTreeSpec) -> bool:
     """Whether two structures are the same up to list versus tuple: parameters given as a
     list have gradients from ``torch.autograd.grad`` as a tuple."""
     if a == b:

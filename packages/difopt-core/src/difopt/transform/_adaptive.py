@@ -111,45 +111,6 @@ def _fusable(gs: lw.Tensors, ps: lw.Tensors) -> bool:
     return lw.foreach_ok(gs) and len(ps) == len(gs)
 
 
-def _adam_apply(
-    updates: Any,
-    state: Any,
-    params: Any,
-    factor: float,
-    inplace: bool,
-    b1: float,
-    b2: float,
-    eps: float,
-    eps_root: float,
-    amsgrad: bool,
-) -> tuple[list[torch.Tensor], Any] | None:
-    """``params + factor * scale_by_adam(...)`` (or scale_by_amsgrad's) with the division and
-    the add fused into one ``addcdiv``; None when the fused path does not apply."""
-    gs, spec = lw.flatten(updates)
-    ps = lw.leaves(params)
-    if not _fusable(gs, ps):
-        return None
-    t = counters.uniform_step(state.count)
-    if t is None:  # counters that differ, or traced ones: keep to update()
-        return None
-    mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
-    nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
-    second = maximum(lw.leaves(state.nu_max), nu, inplace) if amsgrad else nu
-    count = counters.count_inc(state.count, inplace)
-    t += 1
-    bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-    # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
-    #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
-    value = factor * math.sqrt(bc2) / bc1
-    new_params = add_ratio_of_root(
-        ps, mu, second, eps_root * bc2, eps * math.sqrt(bc2), value, inplace
-    )
-    trees = (lw.unflatten(spec, mu), lw.unflatten(spec, nu))
-    if amsgrad:
-        return new_params, ScaleByAmsgradState(*trees, lw.unflatten(spec, second), count)
-    return new_params, ScaleByAdamState(*trees, count)
-
-
 @transformation
 def scale_by_adam(
     b1: float = 0.9,
@@ -261,9 +222,31 @@ def _adam_family(
     def apply_scaled(
         updates: Any, state: Any, *, params: Any, factor: float, inplace: bool
     ) -> tuple[list[torch.Tensor], Any] | None:
-        return _adam_apply(
-            updates, state, params, factor, inplace, b1, b2, eps, eps_root, amsgrad=amsgrad
+        """``params + factor * update(...)[0]`` with the division and the add fused into one
+        ``addcdiv``; None when the fused path does not apply."""
+        gs, spec = lw.flatten(updates)
+        ps = lw.leaves(params)
+        if not _fusable(gs, ps):
+            return None
+        t = counters.uniform_step(state.count)
+        if t is None:  # counters that differ, or traced ones: keep to update()
+            return None
+        mu = lw.ema(lw.leaves(state.mu), gs, b1, inplace)
+        nu = lw.ema_sq(lw.leaves(state.nu), gs, b2, inplace)
+        second = maximum(lw.leaves(state.nu_max), nu, inplace) if amsgrad else nu
+        count = counters.count_inc(state.count, inplace)
+        t += 1
+        bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
+        # (mu / bc1) / (sqrt(nu / bc2 + eps_root) + eps)
+        #     == mu / (sqrt(nu + eps_root bc2) + eps sqrt(bc2)) * sqrt(bc2) / bc1
+        value = factor * math.sqrt(bc2) / bc1
+        new_params = add_ratio_of_root(
+            ps, mu, second, eps_root * bc2, eps * math.sqrt(bc2), value, inplace
         )
+        trees = (lw.unflatten(spec, mu), lw.unflatten(spec, nu))
+        if amsgrad:
+            return new_params, ScaleByAmsgradState(*trees, lw.unflatten(spec, second), count)
+        return new_params, ScaleByAdamState(*trees, count)
 
     return GradientTransformation(init, update).declare(apply_scaled=apply_scaled)
 
