@@ -182,20 +182,18 @@ def _around(
     return chain(flip_sign_and_add_weight_decay(weight_decay, maximize), core, scale_by_neg_lr(lr))
 
 
-def _adam_like(
+def _adam_core(
     lr: Any,
     betas: Any,
     eps: float,
-    weight_decay: float,
     eps_root: float,
     moment_requires_grad: bool,
-    maximize: bool,
     use_accelerated_op: bool,
-    decoupled: bool,
-    amsgrad: bool = False,
-    mask: Any = None,
+    amsgrad: bool,
     lr_tree: bool = False,
 ) -> GradientTransformation:
+    """Adam's (or AMSGrad's) scaling for :func:`adam` and :func:`adamw`, its arguments checked
+    (``lr`` too, which the caller passes on to :func:`_around`)."""
     check.learning_rate("lr", lr, per_parameter=lr_tree)
     check.betas("betas", betas)
     check.boolean("amsgrad", amsgrad)
@@ -210,8 +208,7 @@ def _adam_like(
         scaler: Callable[..., GradientTransformation] = scale_by_amsgrad
     else:
         scaler = scale_by_accelerated_adam if use_accelerated_op else scale_by_adam
-    core = scaler(betas[0], betas[1], eps, eps_root, moment_requires_grad)
-    return _around(core, lr, weight_decay, maximize, decoupled, mask)
+    return scaler(betas[0], betas[1], eps, eps_root, moment_requires_grad)
 
 
 @forms("Adam", "MetaAdam", meta_defaults=_META)
@@ -249,19 +246,10 @@ def adam(
             (not for ``amsgrad``, which warns once and runs the pure implementation).
     """
     check.boolean("decoupled_weight_decay", decoupled_weight_decay)
-    return _adam_like(
-        lr,
-        betas,
-        eps,
-        weight_decay,
-        eps_root,
-        moment_requires_grad,
-        maximize,
-        use_accelerated_op,
-        decoupled=decoupled_weight_decay,
-        amsgrad=amsgrad,
-        lr_tree=True,
+    core = _adam_core(
+        lr, betas, eps, eps_root, moment_requires_grad, use_accelerated_op, amsgrad, lr_tree=True
     )
+    return _around(core, lr, weight_decay, maximize, decoupled_weight_decay)
 
 
 @forms("AdamW", "MetaAdamW", meta_defaults=_META)
@@ -294,19 +282,8 @@ def adamw(
         maximize: maximize the objective instead of minimizing it.
         use_accelerated_op: use a fused native op from the plugin registry when installed.
     """
-    return _adam_like(
-        lr,
-        betas,
-        eps,
-        weight_decay,
-        eps_root,
-        moment_requires_grad,
-        maximize,
-        use_accelerated_op,
-        decoupled=True,
-        amsgrad=amsgrad,
-        mask=mask,
-    )
+    core = _adam_core(lr, betas, eps, eps_root, moment_requires_grad, use_accelerated_op, amsgrad)
+    return _around(core, lr, weight_decay, maximize, decoupled=True, mask=mask)
 
 
 @forms(

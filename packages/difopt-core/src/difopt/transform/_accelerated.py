@@ -11,7 +11,7 @@ transformation, which computes the same values up to rounding.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from difopt import _leafwise as lw
 from difopt._factory import transformation
@@ -29,11 +29,13 @@ __all__ = [
 
 
 def _fused_or_pure(
-    op: str, method: str, pure: GradientTransformation, *args: Any
+    op: str, factory: Callable[..., GradientTransformation], *args: Any
 ) -> GradientTransformation:
-    """``pure``, computed by ``provider(op).method(*args)`` where the provider supports it."""
+    """``factory(*args)``, computed by the ``op`` provider's method of the same name (which
+    takes the same arguments) where the provider supports it."""
     from difopt import registry as plugins
 
+    pure, method = factory(*args), factory.__name__
     provider = plugins.op_provider(op)
     if provider is None:
         plugins.warn_once(
@@ -42,15 +44,15 @@ def _fused_or_pure(
             "(pip install difopt-accel); using the pure PyTorch implementation.",
         )
         return pure
-    factory = getattr(provider, method, None)
-    if not callable(factory):
+    provided = getattr(provider, method, None)
+    if not callable(provided):
         plugins.warn_once(
             f"accelerated-op-missing-{op}.{method}",
             f"the installed provider of the fused {op!r} op ({provider!r}) has no {method}(); "
             "using the pure PyTorch implementation.",
         )
         return pure
-    fused = factory(*args)
+    fused = provided(*args)
 
     def why_not(updates: Any, state: Any, params: Any) -> str | None:
         first = next(iter(lw.leaves(updates)), None)
@@ -85,10 +87,7 @@ def scale_by_accelerated_adam(
     When no provider is installed, or it does not support the parameters' device, difopt warns
     once and runs :func:`scale_by_adam`, which computes the same values up to rounding.
     """
-    pure = scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad)
-    return _fused_or_pure(
-        "adam", "scale_by_adam", pure, b1, b2, eps, eps_root, moment_requires_grad
-    )
+    return _fused_or_pure("adam", scale_by_adam, b1, b2, eps, eps_root, moment_requires_grad)
 
 
 @transformation
@@ -100,8 +99,7 @@ def scale_by_accelerated_rms(
     Falls back to :func:`scale_by_rms` with a one-time warning, as
     :func:`scale_by_accelerated_adam` does.
     """
-    pure = scale_by_rms(alpha, eps, initial_scale)
-    return _fused_or_pure("rmsprop", "scale_by_rms", pure, alpha, eps, initial_scale)
+    return _fused_or_pure("rmsprop", scale_by_rms, alpha, eps, initial_scale)
 
 
 @transformation
@@ -113,8 +111,7 @@ def scale_by_accelerated_stddev(
     The op is the ``difopt.ops`` entry ``rmsprop``; falls back to :func:`scale_by_stddev` with
     a one-time warning, as :func:`scale_by_accelerated_adam` does.
     """
-    pure = scale_by_stddev(alpha, eps, initial_scale)
-    return _fused_or_pure("rmsprop", "scale_by_stddev", pure, alpha, eps, initial_scale)
+    return _fused_or_pure("rmsprop", scale_by_stddev, alpha, eps, initial_scale)
 
 
 @transformation
@@ -129,5 +126,4 @@ def accelerated_trace(
     The op is the ``difopt.ops`` entry ``sgd``; falls back to :func:`trace` with a one-time
     warning, as :func:`scale_by_accelerated_adam` does.
     """
-    pure = trace(momentum, dampening, nesterov, moment_requires_grad)
-    return _fused_or_pure("sgd", "trace", pure, momentum, dampening, nesterov, moment_requires_grad)
+    return _fused_or_pure("sgd", trace, momentum, dampening, nesterov, moment_requires_grad)
