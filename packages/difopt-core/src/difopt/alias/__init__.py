@@ -11,7 +11,8 @@ Where TorchOpt's class forms have other defaults than its functions (``Adadelta`
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+import dataclasses
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 
@@ -386,23 +387,19 @@ def adadelta(
     )
 
 
+@dataclasses.dataclass(repr=False)
 class _DerivedLr:
     """A learning rate computed from ``lr`` (a float or a schedule) and one coefficient.
 
     A small class rather than a closure, so the chains that hold it compare and pickle.
     """
 
-    name = ""
-
-    def __init__(self, lr: Any, coefficient: float) -> None:
-        self.lr = lr
-        self.coefficient = coefficient
+    name: ClassVar[str] = ""
+    lr: Any
+    coefficient: float
 
     def _lr(self, count: Any) -> Any:
         return self.lr(count) if callable(self.lr) else self.lr
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and vars(other) == vars(self)
 
     def __repr__(self) -> str:
         return f"{self.name}(lr={self.lr!r}, coefficient={self.coefficient!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -111,17 +112,14 @@ def _takes_int_count(fn: Any) -> bool:
     return str(getattr(fn, "__module__", None) or "").split(".")[0] == "difopt"
 
 
+@dataclasses.dataclass(repr=False)
 class _NegatedSchedule:
     """``-schedule(count)``, picklable where a lambda would not be."""
 
-    def __init__(self, schedule: Callable[[Any], Any]) -> None:
-        self.schedule = schedule
+    schedule: Callable[[Any], Any]
 
     def __call__(self, count: Any) -> Any:
         return -self.schedule(count)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _NegatedSchedule) and other.schedule == self.schedule
 
     def __repr__(self) -> str:
         return f"-{self.schedule!r}"

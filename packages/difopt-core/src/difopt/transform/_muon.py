@@ -177,11 +177,8 @@ def scale_by_muon(
             f"Invalid value for 'ns_dtype': {ns_dtype!r} (expected a floating-point "
             "torch.dtype, or None for the parameters' dtype)"
         )
-    coefficients = (
-        float(ns_coefficients[0]),
-        float(ns_coefficients[1]),
-        float(ns_coefficients[2]),
-    )
+    a, b, c = map(float, ns_coefficients)
+    coefficients = (a, b, c)
     keep = 1.0 - momentum
 
     def init(params: Any) -> ScaleByMuonState:
