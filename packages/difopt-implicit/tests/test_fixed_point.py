@@ -135,6 +135,50 @@ def test_anderson_and_broyden_take_fewer_iterations_on_an_ill_conditioned_contra
     assert counts["broyden"] * 10 < counts["picard"], counts
 
 
+def broyden_by_hand(f: Any, z: torch.Tensor, memory: int, iters: int, good: bool) -> torch.Tensor:
+    """Broyden's method with a dense inverse Jacobian H of G(z) = f(z) - z, reset to -I once it
+    holds `memory` rank-1 updates (before the next update)."""
+    n = z.numel()
+    H, updates = -torch.eye(n, dtype=z.dtype), 0
+    g = f(z) - z
+    for _ in range(iters):
+        z_new = z - H @ g
+        g_new = f(z_new) - z_new
+        dz, dg = z_new - z, g_new - g
+        if updates == memory:
+            H, updates = -torch.eye(n, dtype=z.dtype), 0
+        v = H.T @ dz if good else dg
+        H = H + torch.outer((dz - H @ dg) / (v @ dg), v)
+        updates += 1
+        z, g = z_new, g_new
+    return z
+
+
+@pytest.mark.parametrize("variant", ["good", "bad"])
+@pytest.mark.parametrize("memory", [2, 5, 30])
+@pytest.mark.parametrize("grad", [False, True], ids=["buffers", "graph"])
+def test_broyden_iterates_equal_a_dense_broyden_with_restarts(
+    variant: str, memory: int, grad: bool
+) -> None:
+    n, iters = 6, 9
+    gen = torch.Generator().manual_seed(3)
+    A = 0.3 * torch.randn(n, n, dtype=DT, generator=gen)
+    b = torch.randn(n, dtype=DT, generator=gen).requires_grad_(grad)
+
+    def f(z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(A @ z + b)
+
+    z0 = torch.zeros(n, dtype=DT)
+    want = broyden_by_hand(lambda z: f(z, b.detach()), z0, memory, iters, variant == "good")
+    # tol far below reach: exactly `iters` steps (grad: the unrolled mode, on the graph).
+    z, info = di.fixed_point(
+        f, z0, b, solver=di.Broyden(memory=memory, variant=variant), tol=1e-300,
+        max_iter=iters, backward="unrolled",
+    )  # fmt: skip
+    assert int(info.iterations) == iters and z.requires_grad == grad
+    torch.testing.assert_close(z.detach(), want, rtol=0, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------ gradients
 
 

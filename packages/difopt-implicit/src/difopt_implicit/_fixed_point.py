@@ -343,35 +343,40 @@ class _AndersonGraphRun(_Run):
 
 
 class _BroydenRun(_Run):
+    """``H = -I + U^T V`` per sample, the rank-1 terms as rows of ``(B, k, n)`` tensors.
+
+    Without a graph ``U`` and ``V`` are ``(B, memory, n)`` buffers whose first ``k`` rows are
+    written in place; on the graph (``backward="unrolled"``) each term is concatenated.
+    """
+
     def __init__(self, config: Broyden, z: torch.Tensor) -> None:
         self.good = config.variant == "good"
         self.memory = config.memory
-        self.U: list[torch.Tensor] = []  # H = -I + sum_i U_i V_i^T, per sample
-        self.V: list[torch.Tensor] = []
-        self.z: torch.Tensor | None = None
-        self.g: torch.Tensor | None = None
+        self.graph = torch.is_grad_enabled()
+        self.k = 0  # rank-1 terms in H
+        self.buffers = False  # U and V allocated (no graph)
+        self.U = self.V = self.z = self.g = z  # U, V: set at the first update
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:  # H x
-        out = -x
-        for u, v in zip(self.U, self.V):
-            out = out + u * (v * x).sum(-1, keepdim=True)
-        return out
-
-    def _apply_t(self, x: torch.Tensor) -> torch.Tensor:  # H^T x
-        out = -x
-        for u, v in zip(self.U, self.V):
-            out = out + v * (u * x).sum(-1, keepdim=True)
-        return out
+    def _apply(self, x: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """``-x + sum_i U_i (V_i . x)``: ``H x``, or ``H^T x`` with ``U`` and ``V`` swapped."""
+        if not self.k:
+            return -x
+        U, V = U[:, : self.k], V[:, : self.k]
+        return (U * (V * x.unsqueeze(1)).sum(-1, keepdim=True)).sum(1) - x
 
     def step(self, z: torch.Tensor, g: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         self.z, self.g = z, g
-        return z - self._apply(g)
+        return z - self._apply(g, self.U, self.V)
 
     def observe(self, z: torch.Tensor, g: torch.Tensor, active: torch.Tensor) -> None:
-        assert self.z is not None and self.g is not None
+        if self.k == self.memory:
+            # Full: restart from H = -I, and update that. The rank-1 terms build on each
+            # other, so dropping only the oldest one (a sliding window) leaves an inconsistent
+            # H that can diverge.
+            self.k = 0
         dz, dg = z - self.z, g - self.g
-        h_dg = self._apply(dg)
-        v = self._apply_t(dz) if self.good else dg
+        h_dg = self._apply(dg, self.U, self.V)
+        v = self._apply(dz, self.V, self.U) if self.good else dg
         den = (v * dg).sum(-1, keepdim=True)
         # A converged sample (dz = dg = 0) or a degenerate step adds nothing, never a NaN. The
         # test is relative (|v . dg| against |v| |dg|), so it does not depend on the scale.
@@ -379,14 +384,20 @@ class _BroydenRun(_Run):
             dg, dim=-1, keepdim=True
         )
         ok = active.unsqueeze(-1) & (den.abs() > torch.finfo(z.dtype).eps * scale)
-        safe = torch.where(ok, den, torch.ones_like(den))
-        u = torch.where(ok, (dz - h_dg) / safe, torch.zeros_like(dz))
-        if len(self.U) == self.memory:
-            # Restart from H = -I: the rank-1 terms build on each other, so dropping only the
-            # oldest one (a sliding window) leaves an inconsistent H that can diverge.
-            self.U, self.V = [], []
-        self.U.append(u)
-        self.V.append(v)
+        u = torch.where(ok, (dz - h_dg) / torch.where(ok, den, 1.0), 0.0)
+        k = self.k
+        if self.graph:
+            u, v = u.unsqueeze(1), v.unsqueeze(1)
+            self.U = torch.cat([self.U[:, :k], u], 1) if k else u
+            self.V = torch.cat([self.V[:, :k], v], 1) if k else v
+        else:
+            if not self.buffers:  # made from u: batched inside torch.func.vmap if it is
+                self.U = torch.zeros_like(u).unsqueeze(1).repeat(1, self.memory, 1)
+                self.V = torch.zeros_like(self.U)
+                self.buffers = True
+            self.U.select(1, k).copy_(u)
+            self.V.select(1, k).copy_(v)
+        self.k = k + 1
 
 
 class _NewtonRun(_Run):
