@@ -49,4 +49,13 @@ TORCH_LIBRARY(difopt_accel, m) {
       "trace_backward(Tensor[] grad_out, Tensor[] grad_trace, Tensor count, float momentum, "
       "float dampening, bool nesterov, float factor, bool trace_grads) "
       "-> (Tensor[], Tensor[])");
+
+  // One step of Anderson acceleration on a batch, without a graph (difopt-implicit's
+  // fixed-point solver): writes z + g and g into slot `slot` of the memory (`images`,
+  // `residuals`: (B, m, n)), row and column `slot` of their Gram matrix (`gram`: (B, m, m))
+  // over the first k slots, and returns the mixed iterate (B, n). CPU only (anderson_cpu.cpp
+  // has the definition).
+  m.def(
+      "anderson_step_(Tensor(a!) images, Tensor(b!) residuals, Tensor(c!) gram, Tensor z, "
+      "Tensor g, int slot, int k, float ridge, float damping) -> Tensor");
 }

@@ -33,6 +33,7 @@ def test_every_declared_entry_point_loads() -> None:
         ("difopt.ops", "adam"),
         ("difopt.ops", "rmsprop"),
         ("difopt.ops", "sgd"),
+        ("difopt.ops", "anderson"),  # difopt-implicit's Anderson(use_accelerated_op=True)
     }
     for ep in declared:
         assert registry.load(ep.group, ep.name) is difopt_accel.ops

@@ -8,15 +8,18 @@ The kernels are PyTorch operators registered with ``TORCH_LIBRARY``, with fake k
 - RMSProp, uncentered and centered: ``rms``, ``rms_``, ``rms_backward`` (:func:`rms`,
   :func:`rms_`, :func:`rms_backward`);
 - heavy-ball momentum: ``trace``, ``trace_``, ``trace_backward`` (:func:`trace_op`,
-  :func:`trace_`, :func:`trace_backward`).
+  :func:`trace_`, :func:`trace_backward`);
+- one step of Anderson acceleration, for difopt-implicit's fixed-point solver (CPU, no
+  autograd): ``anderson_step_`` (:func:`anderson_step_`).
 
 The transformations :func:`scale_by_adam`, :func:`scale_by_rms`, :func:`scale_by_stddev` and
 :func:`trace` are difopt's pure transformations of those names computed by the ops.
 
 difopt finds this package through its ``difopt.ops`` entry points (``adam``, ``rmsprop``,
-``sgd``): ``use_accelerated_op=True`` in ``difopt.adam``/``adamw``, ``difopt.rmsprop`` and
-``difopt.sgd`` (and their classic and meta classes) then runs the fused ops;
-``difopt.accelerated_op_available(device)`` says where they can.
+``sgd``, ``anderson``): ``use_accelerated_op=True`` in ``difopt.adam``/``adamw``,
+``difopt.rmsprop`` and ``difopt.sgd`` (and their classic and meta classes) then runs the fused
+ops, and ``difopt.diff.implicit.Anderson(use_accelerated_op=True)`` the fused Anderson step;
+``difopt.accelerated_op_available(device)`` says where the optimizers' ops can run.
 
 Examples:
     >>> import torch, difopt, difopt_accel
@@ -36,6 +39,7 @@ from difopt_accel._ops import (
     adam,
     adam_,
     adam_backward,
+    anderson_step_,
     rms,
     rms_,
     rms_backward,
@@ -67,6 +71,7 @@ __all__ = [
     "adam",
     "adam_",
     "adam_backward",
+    "anderson_step_",
     "is_available",
     "ops",
     "rms",

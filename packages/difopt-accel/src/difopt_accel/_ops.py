@@ -22,6 +22,10 @@ the functional op:
 
 ``count`` is the step number ``t >= 1`` of this update, a 0-d int64 tensor (on the CPU, or
 on the tensors' device, where the kernel reads it without a host synchronisation).
+
+Besides the optimizer families, one CPU operator serves difopt-implicit's fixed-point solver:
+``anderson_step_(images, residuals, gram, z, g, slot, k, ridge, damping) -> Tensor``, one
+step of Anderson acceleration on a batch, without a graph (:func:`anderson_step_`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "adam",
     "adam_",
     "adam_backward",
+    "anderson_step_",
     "has_kernel",
     "rms",
     "rms_",
@@ -895,3 +900,66 @@ def trace_backward(
         list(grad_out), list(grad_trace), count, momentum, dampening, nesterov, factor, trace_grads
     )
     return list(dg), list(db)
+
+
+# ----------------------------------------------------------------------------- anderson
+
+
+@torch.library.register_fake(f"{_LIB}::anderson_step_")
+def _anderson_step_fake(
+    images: torch.Tensor,
+    residuals: torch.Tensor,
+    gram: torch.Tensor,
+    z: torch.Tensor,
+    g: torch.Tensor,
+    slot: int,
+    k: int,
+    ridge: float,
+    damping: float,
+) -> torch.Tensor:
+    return torch.empty_like(z)
+
+
+def anderson_step_(
+    images: torch.Tensor,
+    residuals: torch.Tensor,
+    gram: torch.Tensor,
+    z: torch.Tensor,
+    g: torch.Tensor,
+    slot: int,
+    k: int,
+    *,
+    ridge: float,
+    damping: float = 1.0,
+) -> torch.Tensor:
+    """One step of Anderson acceleration on a batch of ``B`` fixed-point problems, in place.
+
+    The memory holds, per sample, the last ``m`` images ``f_j = z_j + g_j`` (``images``,
+    ``(B, m, n)``) and residuals ``g_j`` (``residuals``, ``(B, m, n)``) in slots, and their
+    Gram matrix ``G G^T`` (``gram``, ``(B, m, m)``). The call writes ``z + g`` and ``g`` into
+    slot ``slot`` and row and column ``slot`` of the Gram matrix over the first ``k`` slots
+    (those in use; ``0 <= slot < k <= m``), then returns, per sample,
+    ``sum_j alpha_j (f_j - (1 - damping) g_j)`` over the first ``k`` slots, where ``alpha``
+    minimises ``|G^T alpha|^2 + ridge * s * |alpha|^2`` subject to ``sum(alpha) = 1`` (``s``
+    the mean of the Gram matrix's diagonal, 1 where it is zero): ``alpha = y / sum(y)`` with
+    ``(G G^T + ridge s I) y = 1``. With ``k = 1`` it returns ``z + damping * g``.
+
+    Dot products, the small solve (Gaussian elimination with partial pivoting) and the mix
+    accumulate in double precision. No autograd: for the solves that build no graph. CPU,
+    float32 or float64, contiguous tensors of one dtype; anything else raises a
+    ``RuntimeError`` naming the argument.
+
+    Examples:
+        >>> import torch, difopt_accel
+        >>> z, g = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])
+        >>> F, G, GG = torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)
+        >>> difopt_accel.anderson_step_(F, G, GG, z, g, 0, 1, ridge=0.0)  # k = 1: z + g
+        tensor([[1., 0.]])
+        >>> z, g = torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 1.0]])
+        >>> # alpha = (0.6, 0.4) minimises |alpha_0 (1, 0) + alpha_1 (-1, 1)|
+        >>> difopt_accel.anderson_step_(F, G, GG, z, g, 1, 2, ridge=0.0)
+        tensor([[0.6000, 0.4000]])
+    """
+    return torch.ops.difopt_accel.anderson_step_(
+        images, residuals, gram, z, g, slot, k, float(ridge), float(damping)
+    )

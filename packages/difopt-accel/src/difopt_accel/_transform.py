@@ -420,7 +420,7 @@ def trace(
 
 class FusedOps:
     """The ``difopt.ops`` provider of the fused ops (entry points ``adam``, ``rmsprop``,
-    ``sgd``, all three this one object).
+    ``sgd`` and ``anderson``, all this one object).
 
     difopt-core's accelerated transformations (``use_accelerated_op=True``) ask the registry
     for it and call :meth:`is_available` and the factory of the transformation they replace,
@@ -466,6 +466,35 @@ class FusedOps:
         """See :func:`difopt_accel.trace`."""
         return trace(momentum, dampening, nesterov, moment_requires_grad)
 
+    def anderson_rejection(self, z: torch.Tensor) -> str | None:
+        """None when :meth:`anderson_step_` runs on iterates like ``z``, else why not.
+
+        It runs on CPU tensors of float32 or float64, outside ``torch.func`` transforms.
+        """
+        if torch._C._are_functorch_transforms_active():
+            return "inside torch.func transforms (vmap has no rule for the fused op)"
+        if z.device.type != "cpu" or z.dtype not in _DTYPES["cpu"]:
+            return f"the fused Anderson step runs on CPU float32/float64, got {z.device} {z.dtype}"
+        return None
+
+    def anderson_step_(
+        self,
+        images: torch.Tensor,
+        residuals: torch.Tensor,
+        gram: torch.Tensor,
+        z: torch.Tensor,
+        g: torch.Tensor,
+        slot: int,
+        k: int,
+        *,
+        ridge: float,
+        damping: float = 1.0,
+    ) -> torch.Tensor:
+        """See :func:`difopt_accel.anderson_step_` (entry point ``anderson``)."""
+        return _ops.anderson_step_(
+            images, residuals, gram, z, g, slot, k, ridge=ridge, damping=damping
+        )
+
     def __repr__(self) -> str:
         return "difopt_accel.ops"
 
@@ -473,8 +502,8 @@ class FusedOps:
 # The former name of FusedOps, when it provided Adam alone.
 AdamOps = FusedOps
 
-#: The provider object that the ``difopt.ops`` entry points ``adam``, ``rmsprop`` and ``sgd``
-#: name. difopt-core's ``use_accelerated_op=True`` loads it from the registry, asks
+#: The provider object that the ``difopt.ops`` entry points ``adam``, ``rmsprop``, ``sgd`` and
+#: ``anderson`` (difopt-implicit's ``Anderson(use_accelerated_op=True)``) name. difopt-core's ``use_accelerated_op=True`` loads it from the registry, asks
 #: ``ops.is_available(device)``, and builds the fused transformation with the factory of the
 #: pure one it replaces (``ops.scale_by_adam(...)``, ``scale_by_rms``, ``scale_by_stddev``,
 #: ``trace``), with the same arguments.
