@@ -44,6 +44,10 @@ CORE = "difopt-core"
 # pip's build isolation; their build requirements are installed first.
 NATIVE = {"difopt-accel": ("scikit-build-core", "pybind11", "cmake", "ninja")}
 
+# Packages installed beside a package for its tests only: difopt-implicit's tests run
+# Anderson(use_accelerated_op=True) on difopt-accel's fused kernel.
+TEST_COMPANIONS = {"difopt-implicit": ("difopt-accel",)}
+
 # Python files outside packages/, linted by ``lint_repo``.
 REPO_PYTHON = ("noxfile.py", "docs", "benchmarks", "examples", "compat")
 
@@ -98,9 +102,11 @@ for name in sys.argv[2:]:
 
 
 def _fixtures(package: str) -> tuple[str, ...]:
-    """Test-only plugin packages that declare entry points (see tests/fixtures/README.md)."""
+    """Test-only plugin packages that declare entry points (see tests/fixtures/README.md), and
+    the monorepo packages the tests use beside this one (``TEST_COMPANIONS``)."""
     fixtures = (_package_dir(package) / "tests" / "fixtures").glob("*/pyproject.toml")
-    return tuple(sorted(str(p.parent) for p in fixtures))
+    companions = [str(_package_dir(name)) for name in TEST_COMPANIONS.get(package, ())]
+    return (*sorted(str(p.parent) for p in fixtures), *companions)
 
 
 def _run_tests(session: nox.Session, package: str) -> None:

@@ -9,9 +9,13 @@ digits), the contenders interleaved step by step with the order rotated (A B C, 
 Contenders, all with Anderson acceleration (memory ``--memory``, damping 1), relative residual
 ``||f(z) - z|| / ||f(z)||`` tolerance ``--tol``, at most ``--max-iter`` iterations:
 
-* ``difopt``: ``difopt.diff.implicit.fixed_point(cell, ..., solver=Anderson(m),
-  backward="implicit")``; the adjoint fixed point ``u = g + J^T u`` solved by the same Anderson
-  solver, to ``||u - g - J^T u|| <= tol ||g||`` per sample, at most ``--max-iter`` iterations;
+* ``difopt``: ``difopt.diff.implicit.fixed_point(cell, ..., solver=Anderson(m,
+  use_accelerated_op=True), backward="implicit")``; the adjoint fixed point ``u = g + J^T u``
+  solved by the same Anderson solver, to ``||u - g - J^T u|| <= tol ||g||`` per sample, at
+  most ``--max-iter`` iterations; every Anderson step (forward and adjoint) one call of
+  difopt-accel's fused CPU kernel (the pure step, with a status line, when difopt-accel is
+  not installed);
+* ``difopt-pure``: the same with the pure Anderson step (about fifteen tensor operations);
 * ``torchdeq``: torchdeq 0.1.0's ``get_deq(core="indexing", ift=True, f_solver="anderson",
   b_solver="anderson", ...)``, whose implicit backward is then replaced by
   ``torchdeq.grad.backward_factory(grad_type="ift", b_solver=..., b_solver_kwargs=...)`` with
@@ -20,7 +24,7 @@ Contenders, all with Anderson acceleration (memory ``--memory``, damping 1), rel
   backward solver, which would otherwise keep its default ``lam=1e-4`` while the forward solve
   uses ``--torchdeq-lam``;
 * ``difopt-unrolled``: difopt's DEQ with ``backward="unrolled"``: autograd through every
-  Anderson iteration (the exact derivative of the iterate).
+  (pure) Anderson iteration (the exact derivative of the iterate).
 
 Differences that remain: torchdeq's Anderson regularises its least squares with an absolute
 ``lam`` (``--torchdeq-lam``, default 1e-6, in both of its solves), difopt's with ``1e-8``
@@ -144,23 +148,30 @@ def main() -> None:
             self.iterations.append(iters)
             return self.head(z)
 
-    solver = implicit.Anderson(m=args.memory)
-    common = dict(solver=solver, tol=args.tol, max_iter=args.max_iter, stop_mode="rel")
+    common = dict(tol=args.tol, max_iter=args.max_iter, stop_mode="rel")
+    status: dict[str, str] = {}
+    accel, why = _bench.try_import("difopt_accel")
+    if accel is None:
+        status["difopt"] = f"runs the pure Anderson step: {why}"
 
-    def difopt_solve(backward: str) -> Callable[[nn.Module, torch.Tensor], Any]:
+    def difopt_solve(backward: str, fused: bool) -> Callable[[nn.Module, torch.Tensor], Any]:
+        solver = implicit.Anderson(m=args.memory, use_accelerated_op=fused)
+
         def solve(cell: nn.Module, x: torch.Tensor) -> Any:
             z, info = implicit.fixed_point(
-                cell, torch.zeros_like(x), x, backward=backward, batched=True, **common
-            )
+                cell, torch.zeros_like(x), x, solver=solver, backward=backward, batched=True,
+                **common,
+            )  # fmt: skip
             return z, int(info.iterations.max()) + 1  # f evaluations for the batch
 
         return solve
 
     solves: dict[str, Callable[[nn.Module, torch.Tensor], Any]] = {
-        "difopt": difopt_solve("implicit"),
-        "difopt-unrolled": difopt_solve("unrolled"),
+        "difopt": difopt_solve("implicit", fused=accel is not None),
+        "difopt-pure": difopt_solve("implicit", fused=False),
+        # On the graph every Anderson step is the pure one (the fused kernel has no autograd).
+        "difopt-unrolled": difopt_solve("unrolled", fused=False),
     }
-    status: dict[str, str] = {}
     torchdeq, why = _bench.try_import("torchdeq")
     if torchdeq is None:
         status["torchdeq"] = (why or "").replace(
@@ -352,6 +363,13 @@ def main() -> None:
     ratios["difopt implicit / unrolled backward"] = _bench.ratio(
         times["backward"], "difopt", "difopt-unrolled"
     )
+    ratios["difopt-pure implicit / unrolled backward"] = _bench.ratio(
+        times["backward"], "difopt-pure", "difopt-unrolled"
+    )
+    if "torchdeq" in names:
+        ratios["difopt-pure / torchdeq step"] = _bench.ratio(
+            times["step"], "difopt-pure", "torchdeq"
+        )
     ratios["difopt implicit / unrolled step"] = _bench.ratio(
         times["step"], "difopt", "difopt-unrolled"
     )

@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple, Union
 
 import torch
 
-from difopt import pytree
+from difopt import pytree, registry
 from difopt_implicit.linalg import ConvergenceWarning
 from difopt_implicit.linear_solve import LinearSolver
 
@@ -152,20 +152,45 @@ class Anderson:
         damping: Mixing parameter ``beta`` in ``(0, 1]``.
         ridge: Relative Tikhonov regularisation (>= 0) of the least-squares problem; 10
             machine epsilons of the dtype are always added, so the system stays solvable.
+        use_accelerated_op: Run each step that builds no graph (the forward solve of every
+            backward mode but ``"unrolled"``, and the implicit adjoint) as one call of
+            difopt-accel's fused CPU kernel (``difopt_accel.anderson_step_``) instead of
+            about fifteen tensor operations; the same step, accumulated in double precision.
+            Where it cannot run (difopt-accel not installed, a GPU, a dtype other than
+            float32 and float64, inside ``torch.func`` transforms) the pure step runs, with a
+            warning.
     """
 
     m: int = 5
     damping: float = 1.0
     ridge: float = 1e-8
+    use_accelerated_op: bool = False
 
     def __post_init__(self) -> None:
         _check_int("m", self.m)
         _set(self, "damping", _check_number("damping", self.damping, low=0.0, high=1.0))
         _set(self, "ridge", _check_number("ridge", self.ridge, low=0.0, low_open=False))
+        if not isinstance(self.use_accelerated_op, bool):
+            raise TypeError(
+                f"'use_accelerated_op' must be a bool, got {type(self.use_accelerated_op).__name__}"
+            )
 
     def _start(self, residual: Flat, z: torch.Tensor, g: torch.Tensor) -> _Run:
         if torch.is_grad_enabled():
             return _AndersonGraphRun(self)
+        if self.use_accelerated_op:
+            provider = registry.op_provider("anderson")
+            why = (
+                "difopt-accel is not installed (it provides the 'anderson' op)"
+                if provider is None
+                else provider.anderson_rejection(z)
+            )
+            if why is None:
+                return _AndersonFusedRun(self, provider)
+            registry.warn_once(
+                f"anderson: {why}",
+                f"Anderson(use_accelerated_op=True): {why}; running the pure step instead",
+            )
         return _AndersonRun(self)
 
 
@@ -319,6 +344,34 @@ class _AndersonRun(_Run):
         return _anderson_mix(
             self.GG[:, :k, :k].clone(), self.F[:, :k], self.G[:, :k], self.ones[:, :k], self.config
         )
+
+
+class _AndersonFusedRun(_Run):
+    """Anderson without a graph, each step one call of difopt-accel's fused kernel.
+
+    The memory is the pure run's (``images``, ``residuals``: ``(B, m, n)``; ``gram``:
+    ``(B, m, m)``), contiguous buffers the kernel updates in place.
+    """
+
+    def __init__(self, config: Anderson, provider: Any) -> None:
+        self.config = config
+        self.provider = provider
+        self.count = 0  # steps taken
+
+    def step(self, z: torch.Tensor, g: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if not self.count:
+            batch, n = z.shape
+            self.images = z.new_zeros(batch, cfg.m, n)
+            self.residuals = torch.zeros_like(self.images)
+            self.gram = z.new_zeros(batch, cfg.m, cfg.m)
+            self.ridge = cfg.ridge + 10 * torch.finfo(z.dtype).eps
+        slot, k = self.count % cfg.m, min(self.count + 1, cfg.m)
+        self.count += 1
+        return self.provider.anderson_step_(
+            self.images, self.residuals, self.gram, z.contiguous(), g.contiguous(), slot, k,
+            ridge=self.ridge, damping=cfg.damping,
+        )  # fmt: skip
 
 
 class _AndersonGraphRun(_Run):
@@ -791,7 +844,9 @@ def _iterate(
     finite = check < math.inf  # check >= 0 unless NaN
     active = finite & (res > tol)
     run = solver._start(residual, z, g)
-    iterations = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    was_active: list[
+        torch.Tensor
+    ] = []  # the active mask before each step: the iteration counts are their sum
     trace = [res.detach()]
     for _ in range(max_iter):
         if _no_sample_active(active):
@@ -805,12 +860,16 @@ def _iterate(
         z = torch.where(col, z_new, z)
         g = torch.where(col, g_new, g)
         res = torch.where(take, res_new, res)
-        iterations = iterations + active
+        was_active.append(active)
         active = take & (res > tol)
         run.observe(z, g, take)
         trace.append(res.detach())
     # A sample that went non-finite kept its residual above tol (it was active).
     converged = finite & (res <= tol)
+    if was_active:
+        iterations = torch.stack(was_active).sum(0)
+    else:
+        iterations = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     return z, g, iterations, converged, trace
 
 
@@ -881,7 +940,8 @@ def _attach_implicit(
                 return torch.zeros_like(v)
             return vjp if every_ok else torch.where(ok, vjp, 0.0)
 
-        grad = torch.where(ok, grad, torch.zeros_like(grad))
+        if not every_ok:
+            grad = torch.where(ok, grad, 0.0)
         with torch.no_grad():
             if config.linear_solve is not None:  # the whole batch as one system
                 return config.linear_solve(lambda v: v - jt(v), grad)
