@@ -844,9 +844,8 @@ def _iterate(
     finite = check < math.inf  # check >= 0 unless NaN
     active = finite & (res > tol)
     run = solver._start(residual, z, g)
-    was_active: list[
-        torch.Tensor
-    ] = []  # the active mask before each step: the iteration counts are their sum
+    # The active masks before each step: the iteration counts are their sum.
+    was_active: list[torch.Tensor] = []
     trace = [res.detach()]
     for _ in range(max_iter):
         if _no_sample_active(active):
