@@ -944,10 +944,10 @@ def anderson_step_(
     the mean of the Gram matrix's diagonal, 1 where it is zero): ``alpha = y / sum(y)`` with
     ``(G G^T + ridge s I) y = 1``. With ``k = 1`` it returns ``z + damping * g``.
 
-    Dot products, the small solve (Gaussian elimination with partial pivoting) and the mix
-    accumulate in double precision. No autograd: for the solves that build no graph. CPU,
-    float32 or float64, contiguous tensors of one dtype; anything else raises a
-    ``RuntimeError`` naming the argument.
+    The small solve (Gaussian elimination with partial pivoting) is done in double precision,
+    the dot products and the mix in the tensors' dtype, as the pure step does. No autograd:
+    for the solves that build no graph. CPU, float32 or float64, contiguous tensors of one
+    dtype; anything else raises a ``RuntimeError`` naming the argument.
 
     Examples:
         >>> import torch, difopt_accel

@@ -155,7 +155,7 @@ class Anderson:
         use_accelerated_op: Run each step that builds no graph (the forward solve of every
             backward mode but ``"unrolled"``, and the implicit adjoint) as one call of
             difopt-accel's fused CPU kernel (``difopt_accel.anderson_step_``) instead of
-            about fifteen tensor operations; the same step, accumulated in double precision.
+            about fifteen tensor operations; the same step, its small solve in double precision.
             Where it cannot run (difopt-accel not installed, a GPU, a dtype other than
             float32 and float64, inside ``torch.func`` transforms) the pure step runs, with a
             warning.
@@ -174,6 +174,10 @@ class Anderson:
             raise TypeError(
                 f"'use_accelerated_op' must be a bool, got {type(self.use_accelerated_op).__name__}"
             )
+
+    def _ridge(self, dtype: torch.dtype) -> float:
+        """The relative regularisation applied: ``ridge`` plus 10 machine epsilons."""
+        return self.ridge + 10 * torch.finfo(dtype).eps
 
     def _start(self, residual: Flat, z: torch.Tensor, g: torch.Tensor) -> _Run:
         if torch.is_grad_enabled():
@@ -298,9 +302,7 @@ def _anderson_mix(
     scale = diagonal.mean(-1, keepdim=True)
     # Relative to the memory's scale (1 when it is zero: a converged, frozen sample), and never
     # below the dtype's resolution, so the system is never singular.
-    diagonal.add_(
-        torch.where(scale > 0, scale, 1.0), alpha=config.ridge + 10 * torch.finfo(GG.dtype).eps
-    )
+    diagonal.add_(torch.where(scale > 0, scale, 1.0), alpha=config._ridge(GG.dtype))
     y = torch.linalg.solve_ex(GG, ones)[0]
     total = y.sum(1)  # (B, 1)
     mixed_f = (y * F).sum(1) / total
@@ -365,7 +367,7 @@ class _AndersonFusedRun(_Run):
             self.images = z.new_zeros(batch, cfg.m, n)
             self.residuals = torch.zeros_like(self.images)
             self.gram = z.new_zeros(batch, cfg.m, cfg.m)
-            self.ridge = cfg.ridge + 10 * torch.finfo(z.dtype).eps
+            self.ridge = cfg._ridge(z.dtype)
         slot, k = self.count % cfg.m, min(self.count + 1, cfg.m)
         self.count += 1
         return self.provider.anderson_step_(
